@@ -1,0 +1,56 @@
+"""The bcosify spec: everything that defines how a tower is converted (saved with every checkpoint)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+INPUT_ENCODINGS = ("folded", "normalize6")
+QK_KINDS = ("bcos", "linear")
+
+
+@dataclass(frozen=True)
+class BcosifySpec:
+    """How to B-cosify an image tower.
+
+    b: the B of every converted conv / linear (1 = plain linear, 2 = the standard choice).
+    bias: keep all biases (conv, linear, BatchNorm shift, attention, LayerNorm); False removes them.
+    attnpool_positional: keep the RN attention-pool positional embedding (default: same as `bias`).
+    qk: "bcos" makes the attention q/k projections B-cos linears (as the paper's code does);
+        "linear" keeps them plain linears (they only set the detached attention weights).
+    input_encoding: "folded" (CLIP normalisation folded into the first conv, METHOD.md §2) or
+        "normalize6" (the official code's 6-channel Normalize; for importing its checkpoints).
+    official_c_proj: compatibility with the official RN attention pool, which bypasses c_proj's B-cos
+        scale (c_proj acts as a plain linear).
+    """
+
+    b: float = 2.0
+    bias: bool = False
+    attnpool_positional: Optional[bool] = None
+    qk: str = "bcos"
+    input_encoding: str = "folded"
+    official_c_proj: bool = False
+
+    def __post_init__(self) -> None:
+        if self.b < 1.0:
+            raise ValueError(f"bcosify: b must be >= 1, got {self.b}")
+        if self.qk not in QK_KINDS:
+            raise ValueError(f"bcosify: qk must be one of {QK_KINDS}, got {self.qk!r}")
+        if self.input_encoding not in INPUT_ENCODINGS:
+            raise ValueError(f"bcosify: input_encoding must be one of {INPUT_ENCODINGS}, "
+                             f"got {self.input_encoding!r}")
+
+    @property
+    def keep_positional(self) -> bool:
+        return self.bias if self.attnpool_positional is None else self.attnpool_positional
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "BcosifySpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"bcosify spec: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,5 @@
+import sys
+
+from bcos_clip.cli import main
+
+sys.exit(main())

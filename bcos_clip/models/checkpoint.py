@@ -1,0 +1,131 @@
+"""Self-describing checkpoints: `model.safetensors` + `config.json` (model config, source, bcosify spec,
+preprocess, tokenizer, package versions). They reload offline: the text tower is saved too."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bcos_clip.bcosify import BcosifySpec
+from bcos_clip.models.bcos_model import BcosCLIP, bcosify
+from bcos_clip.models.loading import SOURCE_ATTR, instantiate
+
+log = logging.getLogger(__name__)
+FORMAT = "bcos_clip"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TEACHER_VISUAL_NAME = "teacher_visual.safetensors"
+PathLike = Union[str, Path]
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The weights on disk do not fit the model the config describes."""
+
+
+def package_versions() -> Dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("bcos_clip", "torch", "torchvision", "open_clip_torch", "safetensors", "webdataset"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def is_checkpoint_dir(path: PathLike) -> bool:
+    p = Path(path)
+    return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = None,
+         extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write `model` to `directory` (created). `teacher`: also save the teacher's image tower."""
+    if not isinstance(model, BcosCLIP):
+        raise TypeError(f"bcos_clip.save expects a BcosCLIP, got {type(model).__name__}")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "source": {k: model.source.get(k) for k in ("name", "pretrained", "overrides")},
+        "model_cfg": model.source["model_cfg"], "preprocess_cfg": model.source["preprocess_cfg"],
+        "bcosify": model.spec.to_dict(),
+        "tokenizer": {"context_length": int(model.source["model_cfg"]["text_cfg"].get("context_length", 77))},
+        "teacher_visual": teacher is not None, "versions": package_versions(), "extra": dict(extra or {}),
+    }
+    save_file(_tensors(model), str(d / WEIGHTS_NAME), metadata={"format": FORMAT})
+    if teacher is not None:
+        save_file(_tensors(teacher.visual), str(d / TEACHER_VISUAL_NAME), metadata={"format": FORMAT})
+    (d / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    return d
+
+
+def read_config(directory: PathLike) -> Dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"not a bcos_clip checkpoint: {path} is missing")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path}: 'format' is {config.get('format')!r}, expected {FORMAT!r}")
+    return config
+
+
+def key_diff(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """A readable diff of two state dicts ('' when they fit)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
+              for k in sorted(set(expected) & set(found)) if expected[k].shape != found[k].shape]
+    parts = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+            parts.append(f"{len(items)} {title}: {shown}")
+    return "; ".join(parts)
+
+
+def load_weights_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    diff = key_diff(module.state_dict(), state)
+    if diff:
+        raise CheckpointMismatchError(f"{where} does not fit the model: {diff}")
+    module.load_state_dict(state, strict=True)
+
+
+def build_from_config(config: Dict[str, Any]) -> BcosCLIP:
+    """The (randomly initialised) BcosCLIP a config describes."""
+    clip = instantiate(config["model_cfg"])
+    setattr(clip, SOURCE_ATTR, {**config["source"], "model_cfg": config["model_cfg"],
+                                "preprocess_cfg": config["preprocess_cfg"]})
+    return bcosify(clip, spec=BcosifySpec.from_dict(config["bcosify"]))
+
+
+def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu") -> BcosCLIP:
+    """Read a checkpoint written by `save` (strict: a mismatch raises with the key diff)."""
+    d = Path(directory)
+    config = read_config(d)
+    if not (d / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"not a bcos_clip checkpoint: {d / WEIGHTS_NAME} is missing")
+    model = build_from_config(config)
+    load_weights_strict(model, load_file(str(d / WEIGHTS_NAME), device=str(map_location)), str(d / WEIGHTS_NAME))
+    model.checkpoint_config = config
+    return model.eval().to(map_location)
+
+
+def load_teacher_visual(directory: PathLike, clip_model: nn.Module) -> nn.Module:
+    """Load the teacher image tower saved beside a checkpoint into `clip_model.visual`."""
+    path = Path(directory) / TEACHER_VISUAL_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the checkpoint was saved without the teacher's tower")
+    load_weights_strict(clip_model.visual, load_file(str(path)), str(path))
+    return clip_model

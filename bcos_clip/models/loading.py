@@ -1,0 +1,155 @@
+"""Loading teachers: open_clip names + tags, JSON configs, local checkpoints (the real loading code).
+
+`load_clip(name, pretrained=None, **overrides)` builds the open_clip model from its config with the
+overrides deep-merged, loads weights from a pretrained tag (downloaded by open_clip; fails offline with a
+clear error) or a local file, and records its provenance on the model (`model.bcos_clip_source`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+from torch import nn
+
+from bcos_clip.models.preprocess import make_preprocess
+
+log = logging.getLogger(__name__)
+SOURCE_ATTR = "bcos_clip_source"
+
+
+def deep_merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Recursively merge `overrides` into a copy of `base` (dicts merged, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_json_config(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"load_clip: cannot read model config {path}: {exc}") from exc
+    if "model_cfg" in cfg:  # open_clip hub format (open_clip_config.json)
+        return cfg["model_cfg"], cfg.get("preprocess_cfg", {})
+    if "vision_cfg" not in cfg or "text_cfg" not in cfg:
+        raise ValueError(f"load_clip: {path} is not an open_clip model config (needs vision_cfg and text_cfg)")
+    return cfg, cfg.pop("preprocess_cfg", {}) if isinstance(cfg.get("preprocess_cfg"), dict) else {}
+
+
+def resolve_config(name: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Model config and preprocess overlay for a built-in name or a JSON config path."""
+    path = Path(name)
+    if name.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"load_clip: model config file not found: {name}")
+        return _read_json_config(path)
+    cfg = open_clip.get_model_config(name.replace("/", "-"))
+    if cfg is None:
+        known = open_clip.list_models()
+        close = [m for m in known if name.lower().split("-")[0] in m.lower()][:8]
+        raise ValueError(f"load_clip: unknown model name {name!r} (not an open_clip model, not a JSON file); "
+                         f"similar: {close or known[:8]}")
+    return cfg, {}
+
+
+def instantiate(model_cfg: Dict[str, Any]) -> nn.Module:
+    """Build an open_clip CLIP / CustomTextCLIP from a config dict (random weights)."""
+    cfg = copy.deepcopy(model_cfg)
+    custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    if "multimodal_cfg" in cfg:
+        raise ValueError("load_clip: CoCa models are not supported")
+    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    return cls(**cfg)
+
+
+def make_tokenizer(model_cfg: Dict[str, Any]) -> Callable:
+    """The tokenizer for a config, with the model's effective context length."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    ctx = int(text_cfg.get("context_length", 77))
+    kwargs = dict(text_cfg.get("tokenizer_kwargs", {}))
+    if "hf_tokenizer_name" in text_cfg:
+        return open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx, **kwargs)
+    return open_clip.tokenizer.SimpleTokenizer(context_length=ctx, **kwargs)
+
+
+def _pretrained_checkpoint(name: str, pretrained: str, model_cfg: Dict[str, Any],
+                           pp: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    if os.path.isfile(pretrained):
+        return pretrained, pp
+    tag_cfg = open_clip.get_pretrained_cfg(name.replace("/", "-"), pretrained)
+    if not tag_cfg:
+        raise ValueError(f"load_clip: pretrained {pretrained!r} is neither a file nor a known tag of {name!r}; "
+                         f"tags: {open_clip.list_pretrained_tags_by_model(name.replace('/', '-'))}")
+    if "quick_gelu" in tag_cfg:
+        model_cfg["quick_gelu"] = bool(tag_cfg["quick_gelu"])
+    try:
+        path = open_clip.download_pretrained(tag_cfg)
+    except Exception as exc:  # network failures come in many types
+        raise RuntimeError(f"load_clip: could not download pretrained weights {name}/{pretrained} "
+                           f"(offline? pass a local checkpoint path instead): {exc}") from exc
+    if not path:
+        raise RuntimeError(f"load_clip: no download source for {name}/{pretrained}")
+    return path, merge_preprocess_dict(pp, tag_cfg)
+
+
+def load_clip(name: str, pretrained: Optional[str] = None,
+              **overrides: Any) -> Tuple[nn.Module, Callable, Callable]:
+    """Load an open_clip CLIP model.
+
+    name: a built-in open_clip name (e.g. "RN50", "ViT-B-16") or a path to an open_clip JSON config.
+    pretrained: a pretrained tag (downloaded by open_clip) or a local checkpoint file.
+    overrides: deep-merged into the config (e.g. embed_dim=64, vision_cfg={"width": 16}).
+    Returns (model in eval mode, teacher preprocess (normalised, as open_clip's), tokenizer).
+    """
+    model_cfg, pp_overlay = resolve_config(name)
+    model_cfg = deep_merge(model_cfg, overrides)
+    pp = asdict(PreprocessCfg())
+    pp["size"] = model_cfg.get("vision_cfg", {}).get("image_size", pp["size"])
+    pp = merge_preprocess_dict(pp, pp_overlay)
+    checkpoint = None
+    if pretrained:
+        checkpoint, pp = _pretrained_checkpoint(name, str(pretrained), model_cfg, pp)
+    model = instantiate(model_cfg)
+    if checkpoint:
+        try:
+            open_clip.load_checkpoint(model, checkpoint, strict=True)
+        except RuntimeError as exc:
+            raise RuntimeError(f"load_clip: checkpoint {checkpoint} does not match {name}: {exc}") from exc
+    model.eval()
+    model.visual.preprocess_cfg = pp
+    setattr(model, SOURCE_ATTR, {"name": name, "pretrained": pretrained, "overrides": overrides,
+                                 "model_cfg": model_cfg, "preprocess_cfg": pp})
+    return model, make_preprocess(pp, normalize=True), make_tokenizer(model_cfg)
+
+
+def model_source(model: nn.Module) -> Dict[str, Any]:
+    """The provenance recorded by load_clip (name, pretrained, overrides, model_cfg, preprocess_cfg)."""
+    src = getattr(model, SOURCE_ATTR, None)
+    if src is None:
+        raise ValueError("this CLIP model was not created by bcos_clip.load_clip, so its config is unknown; "
+                         "load it with bcos_clip.load_clip(name, pretrained)")
+    return src
+
+
+def set_eval_frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def checkpoint_state(path: str) -> Dict[str, torch.Tensor]:
+    """Read an open_clip-style checkpoint file (state_dict / {'state_dict': ...} / safetensors)."""
+    return open_clip.load_state_dict(path)

@@ -1,0 +1,1 @@
+"""bcos_clip.train"""

@@ -1,0 +1,126 @@
+"""bcosify: functional equivalence at B=1 with biases, every weight used, nothing unconverted."""
+import copy
+
+import pytest
+import torch
+
+from bcos_clip import bcosify, load_clip
+from bcos_clip import nn as bnn
+from tests.conftest import make_bcos_friendly
+
+
+def normalized(images, model):
+    pp = model.visual.preprocess_cfg
+    mean = torch.tensor(pp["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(pp["std"]).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def assert_equivalent(model, size, n=2, rtol=1e-5):
+    images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    converted = bcosify(model, b=1.0, bias=True)
+    with torch.no_grad():
+        ref = model.encode_image(normalized(images, model))
+        out = converted.encode_image(images)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert rel < rtol, rel
+    return converted
+
+
+@pytest.mark.parametrize("fixture,size", [("tiny_rn", 64), ("tiny_vit", 32)])
+def test_equivalence_at_b1_with_bias(fixture, size, request):
+    model = request.getfixturevalue(fixture)[0]
+    before = copy.deepcopy(model.state_dict())
+    converted = assert_equivalent(model, size)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the original model was modified"
+    assert type(model.visual).__name__ in ("ModifiedResNet", "VisionTransformer")
+    assert converted.report.unconverted == []
+
+
+@pytest.mark.parametrize("fixture,size", [("tiny_rn_bcos", 64), ("tiny_vit_bcos", 32)])
+def test_every_converted_module_runs_and_nothing_is_unconverted(fixture, size, request):
+    model = request.getfixturevalue(fixture)
+    assert model.report.unconverted == []
+    ran, handles = set(), []
+    bcos_types = (bnn.BcosConv2d, bnn.BcosLinear, bnn.UncenteredBatchNorm2d, bnn.BcosLayerNorm,
+                  bnn.GatedActivation, bnn.BcosSelfAttention, bnn.BcosAttentionPool2d)
+    names = {n for n, m in model.visual.named_modules() if isinstance(m, bcos_types)}
+    for name, mod in model.visual.named_modules():
+        if name in names:
+            handles.append(mod.register_forward_hook(lambda m, i, o, name=name: ran.add(name)))
+    try:
+        with torch.no_grad():
+            model.encode_image(torch.rand(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    assert names and ran == names, sorted(names - ran)
+    replaced = {r[0] for r in model.report.replaced}
+    assert replaced, "nothing reported as replaced"
+
+
+def test_b2_removes_biases_and_rn_positional_embedding(tiny_rn_bcos):
+    removed = {r[0] for r in tiny_rn_bcos.report.removed}
+    assert "attnpool.positional_embedding" in removed
+    assert tiny_rn_bcos.visual.attnpool.positional_embedding is None
+    for mod in tiny_rn_bcos.visual.modules():
+        if isinstance(mod, (bnn.BcosConv2d, bnn.BcosLinear, bnn.UncenteredBatchNorm2d)):
+            assert mod.bias is None
+            if not isinstance(mod, bnn.UncenteredBatchNorm2d):
+                assert mod.b == 2.0
+
+
+def test_pretrained_weights_are_carried_over(tiny_rn, tiny_rn_bcos):
+    teacher = tiny_rn[0].visual
+    assert torch.equal(tiny_rn_bcos.visual.layer1[0].conv2.weight, teacher.layer1[0].conv2.weight)
+    assert torch.equal(tiny_rn_bcos.visual.attnpool.c_proj.weight, teacher.attnpool.c_proj.weight)
+    assert torch.equal(tiny_rn_bcos.visual.layer2[0].bn1.running_var, teacher.layer2[0].bn1.running_var)
+
+
+def test_vit_keeps_class_token_and_positional_embedding(tiny_vit, tiny_vit_bcos):
+    teacher = tiny_vit[0].visual
+    assert torch.equal(tiny_vit_bcos.visual.positional_embedding, teacher.positional_embedding)
+    assert torch.equal(tiny_vit_bcos.visual.proj.weight, teacher.proj.t())
+    w = teacher.transformer.resblocks[0].attn.in_proj_weight
+    d = w.shape[1]
+    assert torch.equal(tiny_vit_bcos.visual.blocks[0].attn.v_proj.weight, w[2 * d:])
+
+
+def test_bad_input_errors(tiny_rn_bcos):
+    with pytest.raises(ValueError, match="3 channels"):
+        tiny_rn_bcos.encode_image(torch.rand(1, 4, 64, 64))
+    with pytest.raises(ValueError, match="non-finite"):
+        tiny_rn_bcos.encode_image(torch.full((1, 3, 64, 64), float("nan")))
+    with pytest.raises(ValueError, match="unsupported image tower"):
+        from bcos_clip.bcosify import BcosifySpec, convert_tower
+        convert_tower(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), BcosifySpec(), (0.5,) * 3, (0.5,) * 3)
+
+
+def test_unsupported_timm_tower_is_named():
+    pytest.importorskip("timm")
+    from bcos_clip.bcosify import BcosifySpec, convert_tower
+    from open_clip.timm_model import TimmModel
+    tower = TimmModel.__new__(TimmModel)
+    torch.nn.Module.__init__(tower)
+    with pytest.raises(ValueError, match="TimmModel"):
+        convert_tower(tower, BcosifySpec(), (0.5,) * 3, (0.5,) * 3)
+
+
+def test_official_compat_modes_are_exact_at_b1(tiny_rn):
+    model = tiny_rn[0]
+    images = torch.rand(2, 3, 64, 64)
+    conv = bcosify(model, b=1.0, bias=True, input_encoding="normalize6")
+    with torch.no_grad():
+        ref = model.encode_image(normalized(images, model))
+        out = conv.encode_image(images)
+    assert ((out - ref).norm() / ref.norm()) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["RN50", "ViT-B-16"])
+def test_equivalence_full_size_architectures(name):
+    torch.manual_seed(0)
+    model, _, _ = load_clip(name)
+    make_bcos_friendly(model, row_norm=1.0)
+    assert_equivalent(model, 224, n=1)
