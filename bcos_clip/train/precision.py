@@ -1,0 +1,59 @@
+"""Training precision (open_clip's spellings).
+
+- ``fp32``: no autocast.
+- ``amp``: float16 autocast + GradScaler on CUDA (on CPU: fp32, as float16 autocast is not useful there).
+- ``amp_bf16``: bfloat16 autocast (CPU or CUDA), fp32 weights.
+- ``bf16``: pure bfloat16 student weights and inputs (least memory; no fp32 master weights).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import ContextManager, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a ``--precision`` means on one device."""
+
+    name: str
+    device_type: str
+    autocast_dtype: Optional[torch.dtype]
+    weight_dtype: torch.dtype
+    use_scaler: bool
+
+    def autocast(self) -> ContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+    def make_scaler(self) -> Optional["torch.amp.GradScaler"]:
+        return torch.amp.GradScaler("cuda") if self.use_scaler else None
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """The :class:`Precision` of ``name`` on ``device``."""
+    cuda = device.type == "cuda"
+    if name == "amp" and not cuda:
+        log.info("--precision amp on CPU runs in fp32")
+        name = "fp32"
+    table = {
+        "fp32": (None, torch.float32, False),
+        "amp": (torch.float16, torch.float32, True),
+        "amp_bf16": (torch.bfloat16, torch.float32, False),
+        "bf16": (None, torch.bfloat16, False),
+    }
+    if name not in table:
+        raise ValueError(f"--precision {name!r}: choose one of {', '.join(table)}")
+    autocast_dtype, weight_dtype, scaler = table[name]
+    return Precision(name, device.type, autocast_dtype, weight_dtype, scaler)
+
+
+def teacher_dtype(device: torch.device) -> torch.dtype:
+    """The frozen teacher runs in bfloat16 on GPU, float32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
