@@ -1,0 +1,1 @@
+"""Run configs (YAML) and tiny open_clip model configs (JSON), shipped as package data."""
