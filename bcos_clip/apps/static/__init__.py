@@ -1,0 +1,1 @@
+"""The explorer page of `bcos-clip serve` (plain HTML/JS/CSS, no build step), read via importlib.resources."""

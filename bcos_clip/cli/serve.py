@@ -1,0 +1,66 @@
+"""`bcos-clip serve`: the interactive explanation explorer (a local web page + JSON API).
+
+Examples::
+
+    bcos-clip serve --model runs/demo/student
+    bcos-clip serve --model runs/demo/student --teacher runs/demo/teacher/model.json \\
+        --teacher-pretrained runs/demo/teacher/weights.pt --examples runs/demo/examples
+    curl -F image=@cat.jpg -F prompts="a cat" -F prompts="grass" http://127.0.0.1:8000/explain
+
+Listens on 127.0.0.1 unless --host says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="interactive explanation explorer in the browser",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="a bcos_clip B-cos checkpoint directory (from bcosify / train / demo)")
+    p.add_argument("--teacher", default=None,
+                   help="the plain teacher CLIP (open_clip name or JSON config) for post-hoc baselines")
+    p.add_argument("--teacher-pretrained", "--teacher_pretrained", dest="teacher_pretrained", default=None,
+                   help="pretrained tag or weights file of --teacher")
+    p.add_argument("--baseline", action="append", default=[],
+                   help="a post-hoc baseline to offer on the teacher (repeatable; default: all)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--examples", default=None, help="a folder of images offered as examples on the page")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--no-colour", dest="colour", action="store_false",
+                   help="heat maps only: do not keep the per-channel weights colour explanations need "
+                        "(6x less memory per cached image)")
+    p.add_argument("--cache-size", type=int, default=16, help="images whose explanation state is cached")
+    p.add_argument("--cache-mb", type=_positive(float), default=2048.0,
+                   help="memory budget of the image cache in MiB")
+    p.add_argument("--max-upload-mb", type=_positive(float), default=10.0, help="largest image upload in MiB")
+    p.add_argument("--max-image-side", type=_positive(int), default=4096,
+                   help="largest image width or height in pixels")
+    p.add_argument("--max-prompts", type=_positive(int), default=16, help="most prompts per request")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bcos_clip.apps.serve import ServeConfig, serve
+    from bcos_clip.apps.serve_io import Limits
+
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_image_side=args.max_image_side,
+                    max_prompts=args.max_prompts)
+    config = ServeConfig(model=args.model, teacher=args.teacher, teacher_pretrained=args.teacher_pretrained,
+                         baselines=tuple(args.baseline), host=args.host, port=args.port, examples=args.examples,
+                         device=args.device, colour=args.colour, cache_entries=args.cache_size,
+                         cache_mb=args.cache_mb, limits=limits)
+    serve(config)
+    return 0
