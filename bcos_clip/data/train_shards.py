@@ -8,7 +8,7 @@ Per epoch and per (rank, worker) the stream is a pure function of ``(seed, epoch
    ranks never read each other's shards. ``resampled`` draws shards with replacement instead.
 2. raw samples from tars (``wds.tarfile_samples``) or folder chunks; unreadable / truncated / empty
    shards are skipped and counted by :class:`BadDataCounter`.
-3. a seeded sample shuffle buffer (``wds.shuffle``), then the resume skip (raw samples, no decoding),
+3. a seeded sample shuffle buffer (``wds.shuffle``, within each pass), then the resume skip (raw samples, no decoding),
    then raw batches of ``batch_size``.
 4. decode + RandomResizedCrop + flip per sample, seeded by (seed, epoch, shard, key): corrupt images
    and samples without an image are dropped from their batch and counted.
@@ -158,6 +158,15 @@ def _raw_samples(shards: Iterable[Dict[str, Any]], chunks: Dict[str, FolderChunk
             yield sample
 
 
+def _shuffle_per_pass(samples: Iterator[Dict[str, Any]], spec: StreamSpec, epoch: int, rank: int,
+                      logical: int) -> Iterator[Dict[str, Any]]:
+    """``wds.shuffle`` within each pass over the worker's shards (the buffer never mixes passes, so a
+    worker's first pass yields each of its samples exactly once)."""
+    for pass_index, group in itertools.groupby(samples, key=lambda s: s["__pass__"]):
+        rng = random.Random(wds.utils.make_seed(spec.seed, epoch, rank, logical, pass_index))
+        yield from wds.shuffle(spec.shuffle_buffer, min(spec.shuffle_buffer, 100), rng=rng)(group)
+
+
 def _image_bytes(sample: Dict[str, Any]) -> Optional[bytes]:
     for ext in IMAGE_EXTENSIONS:
         if ext in sample:
@@ -246,8 +255,7 @@ class EpochStream(IterableDataset):
             shards = _epoch_shards(self.urls, spec.seed, self.epoch, logical, num_workers, rank)
         stream: Iterator = _raw_samples(shards, self.chunks, bad, where)
         if spec.shuffle_buffer > 1:
-            rng = random.Random(wds.utils.make_seed(spec.seed, self.epoch, rank, logical))
-            stream = wds.shuffle(spec.shuffle_buffer, min(spec.shuffle_buffer, 100), rng=rng)(stream)
+            stream = _shuffle_per_pass(stream, spec, self.epoch, rank, logical)
         stream = itertools.islice(stream, consumed * spec.batch_size, None)
         for _ in range(todo):
             raw = list(itertools.islice(stream, spec.batch_size))

@@ -87,9 +87,9 @@ def save_checkpoint(output: str, step: int, write_model, state: Dict[str, Any],
     root = checkpoints_dir(output)
     root.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
+    for stale in root.glob(".tmp-*"):  # left by a killed run (only rank 0 ever writes here)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     write_model(tmp)
     torch.save(state, tmp / STATE_NAME)

@@ -43,7 +43,7 @@ def text_kd_loss(student: Tensor, teacher: Tensor, text: Optional[Tensor] = None
     """
     if text is None or text.shape[0] == 0:
         raise ValueError("text_kd needs text embeddings (captions or class prompts), got none")
-    text_u = _unit(text)
+    text_u = _unit(text.detach())
     s_logits = _unit(student) @ text_u.t() / params.temperature
     with torch.no_grad():
         t_logp = F.log_softmax(_unit(teacher) @ text_u.t() / params.temperature, dim=-1)

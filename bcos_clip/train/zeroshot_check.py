@@ -40,7 +40,7 @@ class ZeroShotCheck:
         dataset = self.bench.torch_dataset(self.split, lambda img: eval_transform(img, self.image_size))
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
         correct = total = 0
-        for images, labels in itertools.islice(loader, (self.max_samples + self.batch_size - 1) // self.batch_size):
+        for images, labels, *_ in itertools.islice(loader, (self.max_samples + self.batch_size - 1) // self.batch_size):
             images = to_unit_float(images.to(device)).to(dtype)
             emb = F.normalize(model.encode_image(images).float(), dim=-1)
             pred = (emb @ classifier.t()).argmax(-1).cpu()
