@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 
@@ -255,3 +256,13 @@ def test_bcos_method_without_colour_serves_overlays(model_dir):
     with TestClient(create_app(engine)) as c:
         body = c.post("/explain", **upload(png(1), ["a red circle"])).json()
     assert body["results"][0]["explanation_kind"] == "overlay" and body["is_bcos"]
+
+
+def test_a_zero_embedding_is_a_clear_422_not_nans(tiny_rn_bcos):
+    broken = copy.deepcopy(tiny_rn_bcos)
+    with torch.no_grad():
+        for p in broken.visual.parameters():
+            p.zero_()
+    with TestClient(create_app(ExplainEngine([BcosMethod(broken)]))) as c:
+        r = c.post("/explain", **upload(png(1), ["a red circle"]))
+    assert r.status_code == 422 and "embedding is zero or not finite" in r.json()["detail"]

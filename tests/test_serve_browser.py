@@ -4,6 +4,7 @@ the system binary is used). The screenshot lands in the test's tmp_path (BCOS_CL
 keep a copy)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.browser
@@ -21,9 +21,7 @@ CHROMIUM = os.environ.get("BCOS_CLIP_CHROMIUM") or shutil.which("chromium") or "
 
 
 def _browser_available() -> str:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return "playwright is not installed (pip install playwright)"
     if not Path(CHROMIUM).exists():
         return f"no chromium at {CHROMIUM} (apt-get install chromium)"
@@ -47,8 +45,8 @@ def server_url(tiny_rn_bcos, tiny_rn, tmp_path_factory):
 
     import bcos_clip
     from bcos_clip.apps.serve import ServeConfig, build_app, build_engine
-    from bcos_clip.apps.serve_methods import BcosMethod, baseline_methods
     from bcos_clip.apps.serve_engine import ExplainEngine
+    from bcos_clip.apps.serve_methods import baseline_methods
     from bcos_clip.models import PlainCLIP
 
     model_dir = bcos_clip.save(tiny_rn_bcos, tmp_path_factory.mktemp("browser") / "student")
@@ -109,6 +107,10 @@ def test_page_explains_two_prompts(server_url, picture, tmp_path):
             page.click("#explain")
             expect(page.locator(".result-card h3").nth(1)).to_have_text("grass", timeout=30_000)
             expect(page.locator("#status")).to_contain_text("cached image")
+            with page.expect_download() as download:
+                page.click("#download-sheet")
+            with open(download.value.path(), "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n"
             page.select_option("#method", "gradcam")  # switching method re-explains
             expect(page.locator(".result-card img.overlay")).to_have_count(2, timeout=30_000)
         finally:

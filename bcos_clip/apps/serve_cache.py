@@ -74,17 +74,6 @@ class LRUCache(Generic[V]):
             self._bytes += size
             self._evict()
 
-    def get_or_create(self, key: Hashable, create: Callable[[], V]) -> Tuple[V, bool]:
-        """(value, hit): the cached value, or create() stored and returned. Holds the lock while creating,
-        so two requests for one new image compute it once."""
-        with self._lock:
-            value = self.get(key)
-            if value is not None:
-                return value, True
-            value = create()
-            self.put(key, value)
-            return value, False
-
     def _evict(self) -> None:
         while len(self._data) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
             _, (_, size) = self._data.popitem(last=False)

@@ -16,12 +16,20 @@ from typing import Any, Dict, List, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from bcos_clip.apps.serve_io import RequestError
 from bcos_clip.explain import Explanation, image_contributions
 from bcos_clip.explain.baselines import BASELINES, Attribution
 from bcos_clip.models import BcosCLIP
 
 BASELINE_LABELS = {"gradient": "Gradient", "input_x_gradient": "Input×Gradient",
                    "integrated_gradients": "Integrated Gradients", "gradcam": "GradCAM"}
+
+
+def check_embedding(embedding: torch.Tensor, label: str) -> None:
+    """A zero or non-finite image embedding leaves nothing to explain (cosines undefined): a 422."""
+    if not torch.isfinite(embedding).all():
+        raise RequestError(422, f"{label}: the image embedding is zero or not finite for this image, so "
+                                "cosines and explanations are undefined (an untrained or broken checkpoint?)")
 
 
 class Method(Protocol):
@@ -54,7 +62,9 @@ class BcosMethod:
         self.label = f"B-cos student ({model.name})"
 
     def prepare(self, images: torch.Tensor) -> Any:
-        return image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.colour)
+        state = image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.colour)
+        check_embedding(state.embedding, self.label)
+        return state
 
     def explain(self, state: Any, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
         with torch.no_grad():
@@ -83,7 +93,9 @@ class BaselineMethod:
 
     def prepare(self, images: torch.Tensor) -> BaselineState:
         with torch.no_grad():
-            embedding = F.normalize(self.model.encode_image(images).float(), dim=-1)
+            raw = self.model.encode_image(images).float()
+        check_embedding(raw / raw.norm(dim=-1, keepdim=True), self.label)
+        embedding = F.normalize(raw, dim=-1)
         return BaselineState(images=images.detach(), embedding=embedding)
 
     def explain(self, state: BaselineState, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
