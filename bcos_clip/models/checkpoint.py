@@ -15,7 +15,9 @@ from torch import nn
 
 from bcos_clip.bcosify import BcosifySpec
 from bcos_clip.models.bcos_model import BcosCLIP, bcosify
+from bcos_clip.models.hf_tokenizer import bundle_tokenizer, resolve_bundled_tokenizer
 from bcos_clip.models.loading import SOURCE_ATTR, instantiate
+from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict  # noqa: F401
 
 log = logging.getLogger(__name__)
 FORMAT = "bcos_clip"
@@ -24,10 +26,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEACHER_VISUAL_NAME = "teacher_visual.safetensors"
 PathLike = Union[str, Path]
-
-
-class CheckpointMismatchError(RuntimeError):
-    """The weights on disk do not fit the model the config describes."""
 
 
 def package_versions() -> Dict[str, str]:
@@ -41,8 +39,14 @@ def package_versions() -> Dict[str, str]:
 
 
 def is_checkpoint_dir(path: PathLike) -> bool:
+    """config.json (with "format": "bcos_clip") + model.safetensors; a transformers folder is not one."""
     p = Path(path)
-    return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+    if not ((p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()):
+        return False
+    try:
+        return json.loads((p / CONFIG_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
@@ -56,12 +60,14 @@ def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = No
         raise TypeError(f"bcos_clip.save expects a BcosCLIP, got {type(model).__name__}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    model_cfg, tokenizer_files = bundle_tokenizer(model.source["model_cfg"], d)  # local HF tokenizer -> d
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "source": {k: model.source.get(k) for k in ("name", "pretrained", "overrides")},
-        "model_cfg": model.source["model_cfg"], "preprocess_cfg": model.source["preprocess_cfg"],
+        "model_cfg": model_cfg, "preprocess_cfg": model.source["preprocess_cfg"],
         "bcosify": model.spec.to_dict(),
-        "tokenizer": {"context_length": int(model.source["model_cfg"]["text_cfg"].get("context_length", 77))},
+        "tokenizer": {"context_length": int(model_cfg["text_cfg"].get("context_length", 77)),
+                      **({"files": tokenizer_files} if tokenizer_files else {})},
         "teacher_visual": teacher is not None, "versions": package_versions(), "extra": dict(extra or {}),
     }
     save_file(_tensors(model), str(d / WEIGHTS_NAME), metadata={"format": FORMAT})
@@ -76,30 +82,20 @@ def read_config(directory: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"not a bcos_clip checkpoint: {path} is missing")
     config = json.loads(path.read_text())
+    if config.get("model_type") == "clip":
+        raise ValueError(f"{directory} is a transformers CLIP folder, not a bcos_clip checkpoint: load it with "
+                         "bcos_clip.load_clip (or --model) and B-cosify it")
     if config.get("format") != FORMAT:
         raise ValueError(f"{path}: 'format' is {config.get('format')!r}, expected {FORMAT!r}")
     return config
 
 
-def key_diff(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
-    """A readable diff of two state dicts ('' when they fit)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
-              for k in sorted(set(expected) & set(found)) if expected[k].shape != found[k].shape]
-    parts = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
-            parts.append(f"{len(items)} {title}: {shown}")
-    return "; ".join(parts)
-
-
-def load_weights_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    diff = key_diff(module.state_dict(), state)
-    if diff:
-        raise CheckpointMismatchError(f"{where} does not fit the model: {diff}")
-    module.load_state_dict(state, strict=True)
+def read_safetensors(path: Path, map_location: Union[str, torch.device] = "cpu") -> Dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an unreadable file is a one-line ValueError naming it."""
+    try:
+        return load_file(str(path), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error type for corrupt / truncated files
+        raise ValueError(f"cannot read weights file {path}: {exc}") from exc
 
 
 def build_from_config(config: Dict[str, Any]) -> BcosCLIP:
@@ -116,8 +112,9 @@ def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu") ->
     config = read_config(d)
     if not (d / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"not a bcos_clip checkpoint: {d / WEIGHTS_NAME} is missing")
+    config["model_cfg"] = resolve_bundled_tokenizer(config["model_cfg"], d, config.get("tokenizer", {}))
     model = build_from_config(config)
-    load_weights_strict(model, load_file(str(d / WEIGHTS_NAME), device=str(map_location)), str(d / WEIGHTS_NAME))
+    load_weights_strict(model, read_safetensors(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config
     return model.eval().to(map_location)
 
@@ -127,5 +124,5 @@ def load_teacher_visual(directory: PathLike, clip_model: nn.Module) -> nn.Module
     path = Path(directory) / TEACHER_VISUAL_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the checkpoint was saved without the teacher's tower")
-    load_weights_strict(clip_model.visual, load_file(str(path)), str(path))
+    load_weights_strict(clip_model.visual, read_safetensors(path), str(path))
     return clip_model

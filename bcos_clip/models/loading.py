@@ -16,10 +16,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import open_clip
 import torch
+from open_clip.factory import load_state_dict
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from torch import nn
 
+from bcos_clip.models import hf_clip
 from bcos_clip.models.preprocess import make_preprocess
+from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict
 
 log = logging.getLogger(__name__)
 SOURCE_ATTR = "bcos_clip_source"
@@ -49,8 +52,14 @@ def _read_json_config(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def resolve_config(name: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Model config and preprocess overlay for a built-in name or a JSON config path."""
+    """Model config and preprocess overlay for a built-in name, a JSON config path or a transformers
+    CLIP folder (config.json of model_type "clip", mapped by models.hf_clip)."""
     path = Path(name)
+    if path.is_dir():
+        if hf_clip.is_hf_clip_dir(path):
+            return hf_clip.open_clip_config(path)
+        raise ValueError(f"load_clip: {name} is a directory but not a transformers CLIP folder "
+                         "(config.json with model_type 'clip'); for bcos_clip checkpoints use bcos_clip.load")
     if name.endswith(".json") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"load_clip: model config file not found: {name}")
@@ -104,15 +113,40 @@ def _pretrained_checkpoint(name: str, pretrained: str, model_cfg: Dict[str, Any]
     return path, merge_preprocess_dict(pp, tag_cfg)
 
 
+def _load_open_clip_checkpoint(model: nn.Module, checkpoint: str, name: str) -> None:
+    """open_clip.load_checkpoint (strict); a mismatch is one line listing the keys and shapes."""
+    try:
+        open_clip.load_checkpoint(model, checkpoint, strict=True)
+    except RuntimeError as exc:
+        try:
+            diff = key_diff(model.state_dict(), load_state_dict(checkpoint))
+        except Exception:  # unreadable file: report open_clip's own first line
+            diff = ""
+        raise CheckpointMismatchError(f"load_clip: checkpoint {checkpoint} does not match {name}: "
+                                      f"{diff or _first_line(exc)}") from exc
+    except Exception as exc:  # unpickling / archive errors of a corrupt or foreign file
+        raise ValueError(f"load_clip: cannot read checkpoint {checkpoint}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_clip(name: str, pretrained: Optional[str] = None,
               **overrides: Any) -> Tuple[nn.Module, Callable, Callable]:
     """Load an open_clip CLIP model.
 
-    name: a built-in open_clip name (e.g. "RN50", "ViT-B-16") or a path to an open_clip JSON config.
+    name: a built-in open_clip name (e.g. "RN50", "ViT-B-16"), a path to an open_clip JSON config, or a
+        transformers CLIP folder (`CLIPModel.save_pretrained`; its weights are loaded from it).
     pretrained: a pretrained tag (downloaded by open_clip) or a local checkpoint file.
     overrides: deep-merged into the config (e.g. embed_dim=64, vision_cfg={"width": 16}).
     Returns (model in eval mode, teacher preprocess (normalised, as open_clip's), tokenizer).
     """
+    hf_dir = hf_clip.is_hf_clip_dir(name)
+    if hf_dir and pretrained:
+        raise ValueError(f"load_clip: {name} is a transformers CLIP folder whose weights are loaded from it; "
+                         f"do not pass pretrained ({pretrained!r})")
     model_cfg, pp_overlay = resolve_config(name)
     model_cfg = deep_merge(model_cfg, overrides)
     pp = asdict(PreprocessCfg())
@@ -122,11 +156,11 @@ def load_clip(name: str, pretrained: Optional[str] = None,
     if pretrained:
         checkpoint, pp = _pretrained_checkpoint(name, str(pretrained), model_cfg, pp)
     model = instantiate(model_cfg)
-    if checkpoint:
-        try:
-            open_clip.load_checkpoint(model, checkpoint, strict=True)
-        except RuntimeError as exc:
-            raise RuntimeError(f"load_clip: checkpoint {checkpoint} does not match {name}: {exc}") from exc
+    if hf_dir:
+        load_weights_strict(model, hf_clip.open_clip_state_dict(name, model_cfg),
+                            f"load_clip: the transformers CLIP weights in {name}")
+    elif checkpoint:
+        _load_open_clip_checkpoint(model, checkpoint, name)
     model.eval()
     model.visual.preprocess_cfg = pp
     setattr(model, SOURCE_ATTR, {"name": name, "pretrained": pretrained, "overrides": overrides,
@@ -152,4 +186,4 @@ def set_eval_frozen(model: nn.Module) -> nn.Module:
 
 def checkpoint_state(path: str) -> Dict[str, torch.Tensor]:
     """Read an open_clip-style checkpoint file (state_dict / {'state_dict': ...} / safetensors)."""
-    return open_clip.load_state_dict(path)
+    return load_state_dict(path)

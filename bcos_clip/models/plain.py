@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bcos_clip.models.bcos_model import BcosCLIP, check_images
+from bcos_clip.models.hf_clip import is_hf_clip_dir
 from bcos_clip.models.loading import load_clip, model_source
 from bcos_clip.models.preprocess import image_size, make_preprocess
 
@@ -72,7 +73,7 @@ def resolve_model(model: str, pretrained: Optional[str] = None, **overrides: Any
         if pretrained:
             raise ValueError(f"--pretrained is not used with a bcos_clip checkpoint directory ({model})")
         return load(model)
-    if Path(model).is_dir():
+    if Path(model).is_dir() and not is_hf_clip_dir(model):  # a transformers CLIP folder is a teacher
         raise FileNotFoundError(f"{model} is a directory but holds no bcos_clip checkpoint (config.json + "
                                 "model.safetensors)")
     clip_model, _, tokenizer = load_clip(model, pretrained, **overrides)
