@@ -22,6 +22,8 @@ def _attention_pool(pool: AttentionPool2d, spec: BcosifySpec, name: str,
     c = linear(pool.c_proj, spec, f"{name}.c_proj", report)
     if spec.official_c_proj and isinstance(c, bnn.BcosLinear):
         c.b = 1.0  # the official pooled path reads c_proj.weight directly: a plain linear
+    if spec.official_v_proj and isinstance(v, bnn.BcosLinear):
+        v.b = 1.0  # the official converter skips q/k/v_proj of the pool: v stays a plain linear
     pos = pool.positional_embedding.detach() if spec.keep_positional else None
     if pos is None:
         report.remove(f"{name}.positional_embedding", "attention-pool positional embedding")
@@ -57,8 +59,20 @@ def convert_modified_resnet(visual: ModifiedResNet, spec: BcosifySpec, mean: Seq
         else:
             continue
         set_submodule(tower, name, new)
-    for name, mod in tower.named_modules():
-        if isinstance(mod, (nn.ReLU, nn.AvgPool2d)):
-            report.keep(name, mod, "already dynamic linear")
+    _activations(tower, spec, report)
     report.scan(tower)
     return tower, report
+
+
+def _activations(tower: nn.Module, spec: BcosifySpec, report: ConversionReport) -> None:
+    """ReLU / AvgPool stay (dynamic linear already). With additive terms (biases, positional embedding,
+    the Normalize6 offset) the explanation's bias pass (input 0) has non-zero activations, so its ReLU
+    gates must be replayed from the image's pass: ReLU becomes GatedActivation("relu") (same function)."""
+    additive = spec.bias or spec.keep_positional or spec.input_encoding == "normalize6"
+    for name, mod in list(tower.named_modules()):
+        if isinstance(mod, nn.ReLU) and additive:
+            new = bnn.GatedActivation("relu")
+            set_submodule(tower, name, new)
+            report.replace(name, mod, new)
+        elif isinstance(mod, (nn.ReLU, nn.AvgPool2d)):
+            report.keep(name, mod, "already dynamic linear")

@@ -22,6 +22,9 @@ class BcosifySpec:
         "normalize6" (the official code's 6-channel Normalize; for importing its checkpoints).
     official_c_proj: compatibility with the official RN attention pool, which bypasses c_proj's B-cos
         scale (c_proj acts as a plain linear).
+    official_v_proj: compatibility with the official converter, which leaves the RN attention pool's
+        q/k/v projections as plain linears (with qk="linear" the whole pool is then plain linear
+        attention; models.official imports the paper's checkpoints this way).
     """
 
     b: float = 2.0
@@ -30,6 +33,7 @@ class BcosifySpec:
     qk: str = "bcos"
     input_encoding: str = "folded"
     official_c_proj: bool = False
+    official_v_proj: bool = False
 
     def __post_init__(self) -> None:
         if self.b < 1.0:

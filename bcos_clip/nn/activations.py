@@ -20,11 +20,16 @@ def _quick_gelu_gate(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(1.702 * x)
 
 
-GATES = {"gelu": _gelu_gate, "gelu_tanh": _gelu_tanh_gate, "quick_gelu": _quick_gelu_gate}
+def _relu_gate(x: torch.Tensor) -> torch.Tensor:
+    return (x > 0).to(x.dtype)
+
+
+GATES = {"gelu": _gelu_gate, "gelu_tanh": _gelu_tanh_gate, "quick_gelu": _quick_gelu_gate, "relu": _relu_gate}
 
 
 class GatedActivation(DynamicModule):
-    """y = x * gate(x) with gate one of GATES ('gelu' = x*Phi(x), 'quick_gelu' = x*sigmoid(1.702x))."""
+    """y = x * gate(x) with gate one of GATES ('gelu' = x*Phi(x), 'quick_gelu' = x*sigmoid(1.702x),
+    'relu' = x*[x > 0], for towers whose explanation bias pass must replay the ReLU gates)."""
 
     def __init__(self, kind: str = "gelu") -> None:
         super().__init__()
