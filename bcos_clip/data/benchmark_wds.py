@@ -54,7 +54,7 @@ def resolve_wds_root(dataset: str, dataset_root: str) -> Path:
     """The folder of one dataset: ``dataset_root`` with ``{dataset}`` / ``{dataset_cleaned}`` filled
     in, or ``dataset_root`` itself when it has no placeholder."""
     name, cleaned = clean_dataset_name(dataset)
-    if "{dataset" in dataset_root:
+    if "{" in dataset_root:
         try:
             return Path(dataset_root.format(dataset=name, dataset_cleaned=cleaned))
         except (KeyError, IndexError) as exc:
@@ -97,26 +97,33 @@ def _pick(sample: dict, exts: Sequence[str]) -> Optional[str]:
 
 
 class _WdsSamples(torch.utils.data.IterableDataset):
-    """Iterates ``(transform(image), target)`` over a list of local tar shards."""
+    """Iterates ``(transform(image), target, order)`` over local tar shards; ``order`` =
+    shard number << 32 | position in the shard (a global, rank- and worker-independent sort key)."""
 
-    def __init__(self, urls: List[str], transform: Callable, num_classes: Optional[int]) -> None:
+    def __init__(self, urls: List[str], shard_ids: List[int], transform: Callable,
+                 num_classes: Optional[int]) -> None:
         super().__init__()
         self.urls, self.transform, self.num_classes = urls, transform, num_classes
+        self.shard_of = dict(zip(urls, shard_ids))
 
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, Target]]:
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, Target, int]]:
         import webdataset as wds
 
         if not self.urls:
             return
         pipe = wds.WebDataset(self.urls, shardshuffle=False, nodesplitter=None, empty_check=False)
+        position: dict = {}
         for sample in pipe:
-            where = f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')}"
+            url = sample.get("__url__", "?")
+            where = f"{url}: sample {sample.get('__key__', '?')}"
             img_ext, tgt_ext = _pick(sample, IMAGE_EXTS), _pick(sample, tuple(TARGET_EXTS))
             if img_ext is None or tgt_ext is None:
                 raise ValueError(f"{where}: needs an image ({'/'.join(IMAGE_EXTS)}) and a target "
                                  f"(.cls/.npy/.txt), found {sorted(k for k in sample if k[:2] != '__')}")
             image = decode_image(sample[img_ext], where)
-            yield self.transform(image), decode_target(tgt_ext, sample[tgt_ext], where, self.num_classes)
+            target = decode_target(tgt_ext, sample[tgt_ext], where, self.num_classes)
+            pos = position[url] = position.get(url, -1) + 1
+            yield self.transform(image), target, (self.shard_of.get(url, 0) << 32) | pos
 
 
 @dataclass(frozen=True)
@@ -154,11 +161,12 @@ class WdsBenchmark:
 
     def torch_dataset(self, split: str, transform: Callable, rank: int = 0,
                       world_size: int = 1) -> torch.utils.data.IterableDataset:
-        """Samples ``(transform(PIL) -> (3, H, W), target)`` of this rank's shards
+        """Samples ``(transform(PIL) -> (3, H, W), target, order key)`` of this rank's shards
         (``shards[rank::world_size]``); DataLoader workers split them further."""
-        urls = self.shards(split)[rank::world_size]
+        urls = self.shards(split)
+        ids = list(range(len(urls)))[rank::world_size]
         n = len(self.classnames) if self.classnames is not None else None
-        return _WdsSamples(urls, transform, n)
+        return _WdsSamples([urls[i] for i in ids], ids, transform, n)
 
 
 def _peek_kind(shard: Path) -> str:

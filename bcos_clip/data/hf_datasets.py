@@ -91,10 +91,11 @@ class _HfSamples(torch.utils.data.Dataset):
     """Map-style ``(transform(image), target)`` over one (sharded) split."""
 
     def __init__(self, ds: Any, image_col: str, target_col: str, kind: str,
-                 num_classes: Optional[int], transform: Callable, where: str) -> None:
+                 num_classes: Optional[int], transform: Callable, where: str, offset: int = 0) -> None:
         import datasets
 
         self.ds = ds.cast_column(image_col, datasets.Image(decode=False))
+        self.offset = offset
         self.image_col, self.target_col, self.kind = image_col, target_col, kind
         self.num_classes, self.transform, self.where = num_classes, transform, where
 
@@ -113,7 +114,7 @@ class _HfSamples(torch.utils.data.Dataset):
             raise ValueError(f"{where}: label {label} outside the {self.num_classes} class names")
         return label
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, Any]:
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, Any, int]:
         row = self.ds[i]
         where = f"{self.where}[{i}]"
         img = row[self.image_col]
@@ -122,7 +123,8 @@ class _HfSamples(torch.utils.data.Dataset):
             data = Path(img["path"]).read_bytes()
         if data is None:
             raise ValueError(f"{where}: image column {self.image_col!r} holds no bytes or path")
-        return self.transform(decode_image(data, where)), self._target(row[self.target_col], where)
+        image = self.transform(decode_image(data, where))
+        return image, self._target(row[self.target_col], where), self.offset + i
 
 
 @dataclass(frozen=True)
@@ -146,16 +148,18 @@ class HfBenchmark:
 
     def torch_dataset(self, split: str, transform: Callable, rank: int = 0,
                       world_size: int = 1) -> torch.utils.data.Dataset:
-        """This rank's contiguous part of ``split``: items ``(transform(PIL) -> (3,H,W), target)``."""
+        """This rank's contiguous part of ``split``: items ``(transform(PIL) -> (3,H,W), target,
+        row index)``."""
         name = self._split_name(split)
         if name is None:
             raise KeyError(f"{self.root}: no split {split!r} (has {sorted(self.splits)})")
         ds = self.splits[name]
+        start, stop = len(ds) * rank // world_size, len(ds) * (rank + 1) // world_size
         if world_size > 1:
-            ds = ds.shard(num_shards=world_size, index=rank, contiguous=True)
+            ds = ds.select(range(start, stop))
         n = len(self.classnames) if self.classnames is not None else None
         return _HfSamples(ds, self.image_column, self.target_column, self.kind, n, transform,
-                          f"{self.root}:{name}")
+                          f"{self.root}:{name}", offset=start)
 
 
 def open_hf_benchmark(path: str) -> HfBenchmark:

@@ -23,17 +23,17 @@ SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "validation"),
 
 
 class _FolderSamples(torch.utils.data.Dataset):
-    """Map-style ``(transform(image), label)`` over a list of ``(path, label)``."""
+    """Map-style ``(transform(image), label, file index)`` over ``(path, label, index)`` items."""
 
-    def __init__(self, items: List[Tuple[Path, int]], transform: Callable) -> None:
+    def __init__(self, items: List[Tuple[Path, int, int]], transform: Callable) -> None:
         self.items, self.transform = items, transform
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        path, label = self.items[i]
-        return self.transform(decode_image(path.read_bytes(), str(path))), label
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, int]:
+        path, label, index = self.items[i]
+        return self.transform(decode_image(path.read_bytes(), str(path))), label, index
 
 
 def _list_split(split_dir: Path, folders: List[str]) -> List[Tuple[Path, int]]:
@@ -70,11 +70,13 @@ class ImageFolderBenchmark:
 
     def torch_dataset(self, split: str, transform: Callable, rank: int = 0,
                       world_size: int = 1) -> torch.utils.data.Dataset:
-        """This rank's files (``files[rank::world_size]``) as ``(transform(PIL) -> (3,H,W), label)``."""
+        """This rank's files (``files[rank::world_size]``) as ``(transform(PIL) -> (3,H,W), label,
+        file index)``."""
         items = _list_split(self._dir(split), self.folders)
         if not items:
             raise FileNotFoundError(f"{self._dir(split)}: no images ({'/'.join(IMAGE_SUFFIXES)})")
-        return _FolderSamples(items[rank::world_size], transform)
+        indexed = [(path, label, i) for i, (path, label) in enumerate(items)]
+        return _FolderSamples(indexed[rank::world_size], transform)
 
 
 def open_image_folder(path: str) -> ImageFolderBenchmark:

@@ -21,24 +21,32 @@ log = logging.getLogger(__name__)
 Targets = Any  # (N,) int64 tensor | (N, C) float tensor | List[List[str]] captions
 
 
-def collate(batch: Sequence[Tuple[torch.Tensor, Any]]) -> Tuple[torch.Tensor, Targets]:
-    """Stack images (B, 3, H, W); class ids -> (B,) int64, multi-hot -> (B, C) float32,
-    captions stay a list of lists."""
+def collate(batch: Sequence[Tuple[torch.Tensor, Any, int]]) -> Tuple[torch.Tensor, Targets, torch.Tensor]:
+    """Stack images (B, 3, H, W); class ids -> (B,) int64, multi-hot -> (B, C) float32, captions
+    stay a list of lists; order keys -> (B,) int64."""
     images = torch.stack([b[0] for b in batch])
+    keys = torch.tensor([int(b[2]) for b in batch], dtype=torch.long)
     first = batch[0][1]
     if isinstance(first, (int, np.integer)):
-        return images, torch.tensor([int(b[1]) for b in batch], dtype=torch.long)
+        return images, torch.tensor([int(b[1]) for b in batch], dtype=torch.long), keys
     if isinstance(first, np.ndarray):
-        return images, torch.from_numpy(np.stack([b[1] for b in batch])).float()
-    return images, [list(b[1]) for b in batch]
+        return images, torch.from_numpy(np.stack([b[1] for b in batch])).float(), keys
+    return images, [list(b[1]) for b in batch], keys
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batch_size: int,
-                workers: int) -> torch.utils.data.DataLoader:
-    """Ordered (no shuffle) loader over a reader's ``torch_dataset``."""
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Ordered (no shuffle) loader over a reader's ``torch_dataset``; ``pin_memory`` for CUDA."""
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                        collate_fn=collate, shuffle=False,
-                                       persistent_workers=False, pin_memory=False)
+                                       persistent_workers=False, pin_memory=pin_memory)
+
+
+def take(targets: Targets, index: torch.Tensor) -> Targets:
+    """``targets`` reordered by ``index`` (tensors or lists)."""
+    if isinstance(targets, torch.Tensor):
+        return targets[index]
+    return [targets[i] for i in index.tolist()]
 
 
 def concat_targets(parts: List[Targets]) -> Targets:
@@ -53,18 +61,27 @@ def concat_targets(parts: List[Targets]) -> Targets:
 
 @torch.no_grad()
 def extract_features(model: Any, loader: torch.utils.data.DataLoader, device: torch.device,
-                     precision: str = "fp32", desc: str = "features") -> Tuple[torch.Tensor, Targets]:
-    """L2-normalised image embeddings of every batch: (N, D) float32 on CPU, and the targets."""
+                     precision: str = "fp32", desc: str = "features"
+                     ) -> Tuple[torch.Tensor, Targets, torch.Tensor]:
+    """L2-normalised image embeddings (N, D) float32 on CPU, the targets and the (N,) order keys."""
     feats: List[torch.Tensor] = []
     targets: List[Targets] = []
-    for images, target in tqdm(loader, desc=desc, leave=False, disable=rank_world()[0] != 0):
-        with autocast(precision, device):
-            emb = model.encode_image(images.to(device, non_blocking=True))
-        feats.append(F.normalize(emb.float(), dim=-1).cpu())
-        targets.append(target)
+    keys: List[torch.Tensor] = []
+    batches = iter(loader)
+    try:
+        with tqdm(desc=desc, unit="img", leave=False, disable=rank_world()[0] != 0) as bar:
+            for images, target, key in batches:
+                with autocast(precision, device):
+                    emb = model.encode_image(images.to(device, non_blocking=True))
+                feats.append(F.normalize(emb.float(), dim=-1).cpu())
+                targets.append(target)
+                keys.append(key)
+                bar.update(images.shape[0])
+    finally:
+        del batches  # stop DataLoader workers now, also when a sample raised
     if not feats:
-        return torch.zeros(0, 0), concat_targets([])
-    return torch.cat(feats), concat_targets(targets)
+        return torch.zeros(0, 0), concat_targets([]), torch.zeros(0, dtype=torch.long)
+    return torch.cat(feats), concat_targets(targets), torch.cat(keys)
 
 
 @dataclass(frozen=True)
@@ -79,20 +96,23 @@ class LoaderSettings:
 
 def split_features(model: Any, dataset: Any, split: str,
                    settings: LoaderSettings) -> Optional[Tuple[torch.Tensor, Targets]]:
-    """Features and targets of ``split``: every rank reads its part, rank 0 gets all (else None)."""
+    """Features (N, D) and targets of ``split`` in the dataset's own order (independent of ranks and
+    workers): every rank reads its part, rank 0 gets all (other ranks get None)."""
     rank, world = rank_world()
     part = dataset.torch_dataset(split, model.preprocess, rank=rank, world_size=world)
-    loader = make_loader(part, settings.batch_size, settings.workers)
-    feats, targets = extract_features(model, loader, torch.device(settings.device),
-                                      settings.precision, desc=f"{dataset.name}/{split}")
-    gathered = gather_to_main((feats, targets))
+    loader = make_loader(part, settings.batch_size, settings.workers,
+                         pin_memory=torch.device(settings.device).type == "cuda")
+    feats, targets, keys = extract_features(model, loader, torch.device(settings.device),
+                                            settings.precision, desc=f"{dataset.name}/{split}")
+    gathered = gather_to_main((feats, targets, keys))
     if gathered is None:
         return None
-    feats_all = torch.cat([f for f, _ in gathered if f.numel()]) if any(f.numel() for f, _ in gathered) \
-        else torch.zeros(0, 0)
-    if feats_all.shape[0] == 0:
+    gathered = [g for g in gathered if g[0].numel()]
+    if not gathered:
         raise ValueError(f"dataset {dataset.name!r} split {split!r}: no samples")
-    return feats_all, concat_targets([t for _, t in gathered])
+    order = torch.cat([k for _, _, k in gathered]).argsort()
+    feats_all = torch.cat([f for f, _, _ in gathered])[order]
+    return feats_all, take(concat_targets([t for _, t, _ in gathered]), order)
 
 
 def feature_cache_path(cache_dir: Path, model_hash: str, dataset: Any, split: str,
