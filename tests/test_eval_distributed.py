@@ -1,0 +1,54 @@
+"""torchrun-style evaluation: a gloo group of 2 processes splits the shards, rank 0 gathers and
+writes; the numbers equal a single-process run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.test_eval_data import write_classification
+
+
+def _worker(rank: int, ckpt: str, data_root: str, out: str, init: str) -> None:
+    import torch.distributed as dist
+
+    import bcos_clip
+    from bcos_clip.evaluation.distributed import rank_world
+    from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        assert rank_world() == (rank, 2)
+        cfg = EvalConfig(output=out, dataset_root=data_root, batch_size=4)
+        handle = ModelHandle(bcos_clip.load(ckpt), "student")
+        for task in ("zeroshot_classification", "linear_probe"):
+            rec = evaluate(handle, "wds/toy", task, cfg)
+            assert (rec is None) == (rank != 0)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process(tiny_vit_bcos, tmp_path):
+    import bcos_clip
+    from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate
+
+    write_classification(tmp_path / "toy", n_test=23, n_train=20)  # 5 and 4 shards
+    ckpt = str(bcos_clip.save(tiny_vit_bcos, tmp_path / "student"))
+    single = tmp_path / "single"
+    for task in ("zeroshot_classification", "linear_probe"):
+        evaluate(ModelHandle(bcos_clip.load(ckpt), "student"), "wds/toy", task,
+                 EvalConfig(output=str(single), dataset_root=str(tmp_path / "toy"), batch_size=4))
+    dist_out = tmp_path / "dist"
+    mp.spawn(_worker, args=(ckpt, str(tmp_path / "toy"), str(dist_out), f"file://{tmp_path / 'pg'}"),
+             nprocs=2, join=True)
+    for task in ("zeroshot_classification", "linear_probe"):
+        name = f"toy__student__{task}.json"
+        a, b = (json.loads((d / name).read_text()) for d in (single, dist_out))
+        assert b["world_size"] == 2 and b["n_samples"] == a["n_samples"] == 23
+        for k, v in a["metrics"].items():
+            assert b["metrics"][k] == pytest.approx(v, abs=1e-6), (task, k)
