@@ -7,10 +7,13 @@ included), in one run:
   tower builds the per-pixel contribution tensor, text tower, einsum, pictures);
 * ``further``: `POST /explain` with one new prompt on the same image (cache hit: text tower, einsum,
   pictures; the image tower does not run);
-* ``direct``: what a server without the cache pays per query: ``bcos_clip.explain`` (one forward and one
+* ``first_compute``: the model part of ``first`` (image tower + einsum, server-side timings);
+* ``direct``: what a server without any cache pays per query: ``bcos_clip.explain`` (one forward and one
   batched backward for the prompt) on the preprocessed image, without pictures.
 
-Prints medians (ms) over the images and the ratios first / further and direct / further.
+for each per-image strategy of the server (``tensor``: the contribution tensor, D Jacobian rows once;
+``prompts``: one Jacobian row per new prompt). Prints medians (ms) over the images and the ratios
+first / further and direct / further.
 
     python benchmarks/bench_serve.py                      # tiny random RN (64 px), CPU
     python benchmarks/bench_serve.py --model runs/demo/student --images 8 --prompts 4
@@ -78,13 +81,13 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def run(model_dir: str, n_images: int, n_further: int, device: str) -> Dict:
+def run(model_dir: str, n_images: int, n_further: int, device: str, strategy: str) -> Dict:
     import bcos_clip
     from fastapi.testclient import TestClient
 
     from bcos_clip.apps.serve import ServeConfig, build_app
 
-    config = ServeConfig(model=model_dir, device=device, cache_entries=n_images + 1)
+    config = ServeConfig(model=model_dir, device=device, cache_entries=n_images + 1, strategy=strategy)
     app = build_app(config)
     engine_model = bcos_clip.load(model_dir).to(device).eval()
     first, further, direct, towers = [], [], [], []
@@ -95,7 +98,7 @@ def run(model_dir: str, n_images: int, n_further: int, device: str) -> Dict:
             body: Dict = {}
             first.append(timed(lambda: body.update(post(client, data, PROMPTS[:1]))))
             assert not body["cache_hit"]
-            towers.append(body["timings_ms"]["image_tower"])
+            towers.append(body["timings_ms"]["image_tower"] + body["timings_ms"]["explain"])
             for j in range(1, n_further + 1):
                 prompt = PROMPTS[j % len(PROMPTS)]
                 further.append(timed(lambda: body.update(post(client, data, [prompt]))))
@@ -103,8 +106,8 @@ def run(model_dir: str, n_images: int, n_further: int, device: str) -> Dict:
             image = engine_model.preprocess(Image.open(io.BytesIO(data)).convert("RGB"))[None].to(device)
             direct.append(timed(lambda: bcos_clip.explain(engine_model, image, PROMPTS[1:2])))
     med = {k: statistics.median(v) for k, v in
-           (("first", first), ("further", further), ("direct", direct), ("image_tower", towers))}
-    return {"model": model_dir, "device": device, "image_size": engine_model.image_size,
+           (("first", first), ("further", further), ("direct", direct), ("first_compute", towers))}
+    return {"strategy": strategy, "image_size": engine_model.image_size,
             "embed_dim": engine_model.embed_dim, "images": n_images, "further_per_image": n_further,
             "median_ms": {k: round(v, 2) for k, v in med.items()},
             "first_over_further": round(med["first"] / med["further"], 2),
@@ -117,6 +120,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=6, help="new images")
     p.add_argument("--prompts", type=int, default=4, help="further prompts per image")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--strategy", nargs="+", default=["tensor", "prompts"], choices=["tensor", "prompts"],
+                   help="per-image strategies to measure (same run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", "--out", dest="output", default=None, help="write the result JSON here")
     args = p.parse_args()
@@ -124,8 +129,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or tiny_model_dir(Path(tmp))
-        result = run(model_dir, args.images, args.prompts, args.device)
-    result["torch_threads"] = torch.get_num_threads()
+        runs = [run(model_dir, args.images, args.prompts, args.device, s) for s in args.strategy]
+    result = {"model": args.model or "tiny random RN (layers [1,1,1,1], width 16, 64 px, D 64)",
+              "device": args.device, "torch_threads": torch.get_num_threads(), "runs": runs}
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

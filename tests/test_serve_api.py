@@ -266,3 +266,24 @@ def test_a_zero_embedding_is_a_clear_422_not_nans(tiny_rn_bcos):
     with TestClient(create_app(ExplainEngine([BcosMethod(broken)]))) as c:
         r = c.post("/explain", **upload(png(1), ["a red circle"]))
     assert r.status_code == 422 and "embedding is zero or not finite" in r.json()["detail"]
+
+
+def test_prompts_strategy_agrees_with_the_tensor_and_caches_per_prompt(model_dir, client):
+    engine = build_engine(ServeConfig(model=model_dir, device="cpu", strategy="prompts"))
+    tower = Counter(engine.methods["bcos"].model.visual)
+    try:
+        with TestClient(create_app(engine)) as c:
+            a = c.post("/explain", **upload(png(1), ["a red circle", "a blue square"])).json()
+            calls = tower.calls
+            again = c.post("/explain", **upload(png(1), ["a blue square"])).json()
+            assert tower.calls == calls and again["cache_hit"]
+            c.post("/explain", **upload(png(1), ["grass"]))
+            assert tower.calls > calls  # a new prompt costs a tower pass with this strategy
+    finally:
+        tower.close()
+    b = client.post("/explain", **upload(png(1), ["a red circle", "a blue square"])).json()
+    for x, y in zip(a["results"], b["results"]):
+        assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+        assert x["max_abs_contribution"] == pytest.approx(y["max_abs_contribution"], rel=1e-3)
+        assert x["explanation_kind"] == y["explanation_kind"] == "colour"
+    assert again["results"][0]["score"] == a["results"][1]["score"]

@@ -24,12 +24,13 @@ def test_flags_become_a_config(monkeypatch, tmp_path):
     monkeypatch.setattr(serve_app, "serve", lambda config: seen.setdefault("config", config))
     assert main(["serve", "--model", str(tmp_path), "--teacher", "t.json", "--teacher-pretrained", "t.pt",
                  "--baseline", "gradcam", "--max-upload-mb", "2", "--max-image-side", "1024",
-                 "--max-prompts", "8", "--no-colour", "--cache-size", "3"]) == 0
+                 "--max-prompts", "8", "--no-colour", "--cache-size", "3", "--strategy", "prompts"]) == 0
     config = seen["config"]
     assert config.host == "127.0.0.1" and config.port == 8000  # loopback by default
     assert config.teacher == "t.json" and config.teacher_pretrained == "t.pt" and config.baselines == ("gradcam",)
     assert config.limits.max_upload_bytes == 2 * 1024 * 1024 and config.limits.max_image_side == 1024
     assert config.limits.max_prompts == 8 and not config.colour and config.cache_entries == 3
+    assert config.strategy == "prompts"
 
 
 def test_bad_flags_and_model_fail_clearly(tmp_path, capsys):

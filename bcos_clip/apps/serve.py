@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from bcos_clip.apps.serve_api import allowed_hosts, create_app, list_examples
 from bcos_clip.apps.serve_engine import ExplainEngine
-from bcos_clip.apps.serve_methods import BcosMethod, Method, baseline_methods
+from bcos_clip.apps.serve_methods import Method, baseline_methods, bcos_method
 from bcos_clip.apps.serve_io import Limits
 from bcos_clip.models import BcosCLIP, resolve_model
 
@@ -36,7 +36,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class ServeConfig:
     """Everything `bcos-clip serve` takes. model: a B-cos checkpoint directory; teacher: an open_clip
     name / JSON config (with teacher_pretrained) whose post-hoc baselines the page can switch to;
-    baselines: names from bcos_clip.explain.baselines.BASELINES (empty: all of them)."""
+    baselines: names from bcos_clip.explain.baselines.BASELINES (empty: all of them); strategy: "tensor"
+    (per-image contribution tensor, then an einsum a prompt) or "prompts" (a Jacobian row per new prompt,
+    for large towers on a CPU)."""
 
     model: str
     teacher: Optional[str] = None
@@ -47,6 +49,7 @@ class ServeConfig:
     examples: Optional[str] = None
     device: Optional[str] = None
     colour: bool = True
+    strategy: str = "tensor"
     cache_entries: int = 16
     cache_mb: float = 2048.0
     limits: Limits = field(default_factory=Limits)
@@ -69,7 +72,7 @@ def load_student(model: str, device: torch.device) -> BcosCLIP:
 
 def build_methods(config: ServeConfig, device: torch.device) -> List[Method]:
     """The B-cos student first (the default), then the teacher's baselines if a teacher is given."""
-    methods: List[Method] = [BcosMethod(load_student(config.model, device), colour=config.colour)]
+    methods: List[Method] = [bcos_method(load_student(config.model, device), config.strategy, config.colour)]
     if config.teacher:
         teacher = resolve_model(config.teacher, config.teacher_pretrained).to(device).eval()
         if getattr(teacher, "is_bcos", False):

@@ -4,20 +4,22 @@ A method splits into `prepare` (per image, the result cached by the engine) and 
 set, from the cached state):
 - B-cos: the state is the per-pixel contribution tensor (`ImageContributions`, D Jacobian rows once);
   any prompt set is then one einsum, the image tower never runs again.
+- B-cos, strategy "prompts" (large towers on a CPU): one forward + one Jacobian row per new prompt.
 - Baselines (`bcos_clip.explain.baselines.BASELINES`): post-hoc maps need their own backward passes per
-  prompt, so the state keeps the image, its embedding (for the scores) and every map computed so far;
-  only prompts not seen on that image are computed.
+  prompt.
+For the last two the state keeps the image (and the teacher's embedding, for the scores) and every
+answer computed so far: only prompts not seen on that image are computed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from bcos_clip.apps.serve_io import RequestError
-from bcos_clip.explain import Explanation, image_contributions
+from bcos_clip.explain import Explanation, explain, image_contributions
 from bcos_clip.explain.baselines import BASELINES, Attribution
 from bcos_clip.models import BcosCLIP
 
@@ -72,12 +74,60 @@ class BcosMethod:
 
 
 @dataclass
-class BaselineState:
-    """images (1, 3, H, W) in [0, 1]; embedding (1, D) unit; maps: prompt-embedding bytes -> (H, W)."""
+class PerPromptState:
+    """images (1, 3, H, W) in [0, 1]; embedding (1, D) unit or None; rows: prompt-embedding bytes ->
+    that prompt's contributions (H, W), score, bias and weights (6, H, W) or None."""
 
     images: torch.Tensor
-    embedding: torch.Tensor
-    maps: Dict[bytes, torch.Tensor] = field(default_factory=dict)
+    embedding: Optional[torch.Tensor] = None
+    rows: Dict[bytes, Dict[str, Optional[torch.Tensor]]] = field(default_factory=dict)
+
+
+def explain_per_prompt(state: PerPromptState, text: torch.Tensor, prompts: Sequence[str],
+                       compute: Callable[[torch.Tensor], Explanation]) -> Explanation:
+    """Answer from state.rows, computing (one `compute` call, N = 1) only prompts new to the image."""
+    keys = [t.detach().cpu().numpy().tobytes() for t in text]
+    missing = [i for i, k in enumerate(keys) if k not in state.rows and keys.index(k) == i]
+    if missing:
+        e = compute(text[missing])
+        for j, i in enumerate(missing):
+            state.rows[keys[i]] = {"contributions": e.contributions[0, j].detach(), "score": e.scores[0, j],
+                                   "bias": e.bias[0, j],
+                                   "weights": None if e.weights is None else e.weights[0, j].detach()}
+    rows = [state.rows[k] for k in keys]
+    weights = [r["weights"] for r in rows]
+    return Explanation(contributions=torch.stack([r["contributions"] for r in rows])[None],
+                       scores=torch.stack([r["score"] for r in rows])[None],
+                       bias=torch.stack([r["bias"] for r in rows])[None], images=state.images,
+                       weights=None if any(w is None for w in weights) else torch.stack(weights)[None],
+                       prompts=list(prompts))
+
+
+class BcosPromptsMethod:
+    """The B-cos student without the contribution tensor: each prompt new to an image costs one forward
+    and its Jacobian row (`bcos_clip.explain`, method "prompts"); answers are cached per prompt.
+
+    For large towers on a CPU, where the D rows of the tensor take far longer than the few prompts a
+    user types (RN50, 224 px: D = 1024 rows)."""
+
+    is_bcos = True
+
+    def __init__(self, model: BcosCLIP, colour: bool = True) -> None:
+        self.model = model
+        self.colour = colour
+        self.name = "bcos"
+        self.label = f"B-cos student ({model.name})"
+
+    def prepare(self, images: torch.Tensor) -> PerPromptState:
+        return PerPromptState(images=images.detach())
+
+    def _compute(self, images: torch.Tensor, text: torch.Tensor) -> Explanation:
+        e = explain(self.model, images, text, return_weights=self.colour, method="prompts")
+        check_embedding(e.scores, self.label)
+        return e
+
+    def explain(self, state: PerPromptState, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
+        return explain_per_prompt(state, text, prompts, lambda t: self._compute(state.images, t))
 
 
 class BaselineMethod:
@@ -91,24 +141,30 @@ class BaselineMethod:
         self.fn = fn
         self.label = f"{BASELINE_LABELS.get(name, name)} on the teacher ({getattr(model, 'name', 'CLIP')})"
 
-    def prepare(self, images: torch.Tensor) -> BaselineState:
+    def prepare(self, images: torch.Tensor) -> PerPromptState:
         with torch.no_grad():
             raw = self.model.encode_image(images).float()
         check_embedding(raw / raw.norm(dim=-1, keepdim=True), self.label)
-        embedding = F.normalize(raw, dim=-1)
-        return BaselineState(images=images.detach(), embedding=embedding)
+        return PerPromptState(images=images.detach(), embedding=F.normalize(raw, dim=-1))
 
-    def explain(self, state: BaselineState, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
-        keys = [t.detach().cpu().numpy().tobytes() for t in text]
-        missing = [i for i, k in enumerate(keys) if k not in state.maps and keys.index(k) == i]
-        if missing:
-            new = self.fn(self.model, state.images, text[missing]).detach()[0]  # (k, H, W)
-            for i, m in zip(missing, new):
-                state.maps[keys[i]] = m
-        maps = torch.stack([state.maps[k] for k in keys])[None]
+    def _compute(self, state: PerPromptState, text: torch.Tensor) -> Explanation:
+        maps = self.fn(self.model, state.images, text).detach()  # (1, k, H, W)
         scores = state.embedding @ text.T
-        return Explanation(contributions=maps, scores=scores, bias=torch.zeros_like(scores),
-                           images=state.images, prompts=list(prompts))
+        return Explanation(contributions=maps, scores=scores, bias=torch.zeros_like(scores), images=state.images)
+
+    def explain(self, state: PerPromptState, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
+        return explain_per_prompt(state, text, prompts, lambda t: self._compute(state, t))
+
+
+STRATEGIES = {"tensor": BcosMethod, "prompts": BcosPromptsMethod}
+
+
+def bcos_method(model: BcosCLIP, strategy: str = "tensor", colour: bool = True) -> Method:
+    """The student's method for a per-image strategy: "tensor" (contribution tensor, then an einsum a
+    prompt) or "prompts" (one Jacobian row per new prompt)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy](model, colour=colour)
 
 
 def baseline_methods(teacher: torch.nn.Module, names: Sequence[str] = ()) -> List[BaselineMethod]:

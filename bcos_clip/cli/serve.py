@@ -42,6 +42,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-colour", dest="colour", action="store_false",
                    help="heat maps only: do not keep the per-channel weights colour explanations need "
                         "(6x less memory per cached image)")
+    p.add_argument("--strategy", choices=["tensor", "prompts"], default="tensor",
+                   help="tensor: build each image's per-pixel contribution tensor once (D Jacobian rows), "
+                        "then any prompt is one einsum (small towers, GPUs); prompts: one forward + one "
+                        "Jacobian row per new prompt (large towers on a CPU, e.g. RN50 at 224 px)")
     p.add_argument("--cache-size", type=int, default=16, help="images whose explanation state is cached")
     p.add_argument("--cache-mb", type=_positive(float), default=2048.0,
                    help="memory budget of the image cache in MiB")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                     max_prompts=args.max_prompts)
     config = ServeConfig(model=args.model, teacher=args.teacher, teacher_pretrained=args.teacher_pretrained,
                          baselines=tuple(args.baseline), host=args.host, port=args.port, examples=args.examples,
-                         device=args.device, colour=args.colour, cache_entries=args.cache_size,
-                         cache_mb=args.cache_mb, limits=limits)
+                         device=args.device, colour=args.colour, strategy=args.strategy,
+                         cache_entries=args.cache_size, cache_mb=args.cache_mb, limits=limits)
     serve(config)
     return 0
