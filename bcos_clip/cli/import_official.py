@@ -23,8 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "init, for tests only)")
     p.add_argument("--ema", action="store_true", help="import the EMA weights (ema.module.model.*) instead")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="read the checkpoint with full unpickling if a tensors-only read fails (runs code in "
-                        "the file: only for files you trust)")
+                   help="read the checkpoint with full unpickling instead of tensors-only (needed when it holds "
+                        "pickled objects; runs code in the file: only for files you trust)")
     p.set_defaults(func=run)
 
 
