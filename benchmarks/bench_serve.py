@@ -3,10 +3,10 @@
 Through the JSON API in-process (FastAPI TestClient, so HTTP parsing, PNG rendering and base64 are
 included), in one run:
 
-* ``first``: `POST /explain` with one prompt on an image the server has not seen (decode, the image
-  tower builds the per-pixel contribution tensor, text tower, einsum, pictures);
-* ``further``: `POST /explain` with one new prompt on the same image (cache hit: text tower, einsum,
-  pictures; the image tower does not run);
+* ``first``: `POST /explain` with one prompt on an image the server has not seen (decode, image tower,
+  text tower, pictures);
+* ``further``: `POST /explain` with one new prompt on the same image (cache hit; with the ``tensor``
+  strategy the image tower does not run: text tower, einsum, pictures);
 * ``first_compute``: the model part of ``first`` (image tower + einsum, server-side timings);
 * ``direct``: what a server without any cache pays per query: ``bcos_clip.explain`` (one forward and one
   batched backward for the prompt) on the preprocessed image, without pictures.
@@ -15,7 +15,7 @@ for each per-image strategy of the server (``tensor``: the contribution tensor, 
 ``prompts``: one Jacobian row per new prompt). Prints medians (ms) over the images and the ratios
 first / further and direct / further.
 
-    python benchmarks/bench_serve.py                      # tiny random RN (64 px), CPU
+    python benchmarks/bench_serve.py                      # the demo's tiny RN (random weights), CPU
     python benchmarks/bench_serve.py --model runs/demo/student --images 8 --prompts 4
 """
 from __future__ import annotations
@@ -38,8 +38,6 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star", "grass", "a dog",
            "two objects", "an object on the left", "a photo", "noise"]
-TINY_RN = dict(embed_dim=64, vision_cfg=dict(layers=[1, 1, 1, 1], width=16, image_size=64, head_width=16),
-               text_cfg=dict(width=64, layers=1, heads=4, context_length=32))
 
 
 def picture(seed: int, size: int = 256) -> bytes:
@@ -54,11 +52,19 @@ def picture(seed: int, size: int = 256) -> bytes:
     return buf.getvalue()
 
 
-def tiny_model_dir(root: Path) -> str:
+def shipped_config(name: str) -> str:
+    """A JSON config shipped in configs/ (the demo's tiny architectures), as a file path."""
+    from importlib import resources
+
+    return str(resources.files("bcos_clip.configs").joinpath(name))
+
+
+def random_model_dir(arch: str, root: Path) -> str:
+    """A B-cosified random-weight model of `arch` (open_clip name or JSON config), saved under root."""
     import bcos_clip
 
     torch.manual_seed(0)
-    clip, _, _ = bcos_clip.load_clip("RN50", **TINY_RN)
+    clip, _, _ = bcos_clip.load_clip(arch)
     with torch.no_grad():  # open_clip's random init (zero BN scales, small weights) makes a B=2 tower output 0
         for mod in clip.visual.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
@@ -66,7 +72,7 @@ def tiny_model_dir(root: Path) -> str:
             elif isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
                 rows = mod.weight.flatten(1).norm(dim=1).clamp_min(1e-8)
                 mod.weight.mul_(3.0 / rows.view(-1, *[1] * (mod.weight.dim() - 1)))
-    return str(bcos_clip.save(bcos_clip.bcosify(clip), root / "tiny_rn"))
+    return str(bcos_clip.save(bcos_clip.bcosify(clip), root / "student"))
 
 
 def post(client, data: bytes, prompts: List[str]) -> Dict:
@@ -116,7 +122,9 @@ def run(model_dir: str, n_images: int, n_further: int, device: str, strategy: st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="a B-cos checkpoint dir (default: a tiny random RN, 64 px)")
+    p.add_argument("--model", default=None, help="a B-cos checkpoint dir (default: a random model of --arch)")
+    p.add_argument("--arch", default=None, help="open_clip name or JSON config of the random model "
+                                                "(default: configs/tiny_rn.json, the demo's RN: 64 px, D 64)")
     p.add_argument("--images", type=int, default=6, help="new images")
     p.add_argument("--prompts", type=int, default=4, help="further prompts per image")
     p.add_argument("--device", default="cpu")
@@ -128,9 +136,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or tiny_model_dir(Path(tmp))
+        arch = args.arch or shipped_config("tiny_rn.json")
+        model_dir = args.model or random_model_dir(arch, Path(tmp))
         runs = [run(model_dir, args.images, args.prompts, args.device, s) for s in args.strategy]
-    result = {"model": args.model or "tiny random RN (layers [1,1,1,1], width 16, 64 px, D 64)",
+    result = {"model": args.model or f"random weights, architecture {arch}",
               "device": args.device, "torch_threads": torch.get_num_threads(), "runs": runs}
     text = json.dumps(result, indent=2)
     print(text)

@@ -3,8 +3,8 @@
 Examples::
 
     bcos-clip serve --model runs/demo/student
-    bcos-clip serve --model runs/demo/student --teacher runs/demo/teacher/model.json \\
-        --teacher-pretrained runs/demo/teacher/weights.pt --examples runs/demo/examples
+    bcos-clip serve --model runs/demo/student --teacher runs/demo/teacher_rn.json \\
+        --teacher-pretrained runs/demo/teacher_rn.pt --examples my_images/
     curl -F image=@cat.jpg -F prompts="a cat" -F prompts="grass" http://127.0.0.1:8000/explain
 
 Listens on 127.0.0.1 unless --host says otherwise.
@@ -34,7 +34,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--teacher-pretrained", "--teacher_pretrained", dest="teacher_pretrained", default=None,
                    help="pretrained tag or weights file of --teacher")
     p.add_argument("--baseline", action="append", default=[],
-                   help="a post-hoc baseline to offer on the teacher (repeatable; default: all)")
+                   help="a post-hoc baseline to offer on the teacher: gradient, input_x_gradient, "
+                        "integrated_gradients, gradcam (repeatable; default: all)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--examples", default=None, help="a folder of images offered as examples on the page")
