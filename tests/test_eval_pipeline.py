@@ -85,6 +85,8 @@ def test_zeroshot_classification_matches_reference(plain, data, tmp_path, name, 
     W = np.stack([embed_class(plain, c, TEMPLATES) for c in CLASSNAMES], axis=1)
     check_close(rec["metrics"], ref_classification(100 * img @ W, np.array(data[name])))
     assert rec["n_samples"] == len(data[name]) and rec["n_templates"] == 2 and rec["status"] == "ok"
+    (cached,) = (tmp_path / "out" / "cache" / "classifiers").glob("*.pt")
+    assert np.allclose(torch.load(cached).numpy(), W, atol=1e-5)  # the classifier itself
 
 
 def test_multilabel_map_and_retrieval_match_reference(tiny_vit_bcos, data, tmp_path):
@@ -201,3 +203,10 @@ def test_cli_eval_and_report(tiny_vit_bcos, data, tmp_path, capsys):
     assert "| other | toy |" in (rep / "report.md").read_text() and (rep / "group_means.png").is_file()
     assert main(["eval", "--model", str(ckpt), "--out", str(out)]) == 2  # neither --dataset nor --suite
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_teacher_and_student_share_the_text_digest(plain, tiny_vit_bcos):
+    from bcos_clip.evaluation.hashing import model_digest, text_tower_digest
+
+    assert text_tower_digest(plain) == text_tower_digest(tiny_vit_bcos)  # one classifier cache for both
+    assert model_digest(plain) != model_digest(tiny_vit_bcos)  # separate feature caches

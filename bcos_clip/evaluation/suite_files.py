@@ -25,7 +25,6 @@ import yaml
 
 from bcos_clip.evaluation.results import TASK_NAMES
 
-GROUPS = ("natural", "specialized", "structured", "retrieval")
 PACKAGE = "bcos_clip.eval_suites"
 
 

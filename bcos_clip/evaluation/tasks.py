@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -83,23 +83,22 @@ def _zs_retrieval(h: ModelHandle, ds: Any, cfg: EvalConfig) -> Optional[TaskOutp
     return zeroshot_retrieval(h.model, ds, cfg.loader(), cfg.split, cfg.recall_k)
 
 
+def _probe_features(h: ModelHandle, ds: Any, split: str, cfg: EvalConfig) -> Optional[Tuple[torch.Tensor, Any]]:
+    return cached_split_features(h.model, ds, split, cfg.loader(), cfg.cache_path, h.model_hash())
+
+
 def _linear_probe(h: ModelHandle, ds: Any, cfg: EvalConfig) -> Optional[TaskOutput]:
     if ds.kind != "classification":
         raise ValueError(f"dataset {ds.name!r} is {ds.kind}: the linear probe needs single-label classes")
-    if not ds.has_split(cfg.train_split):
-        raise ValueError(f"dataset {ds.name!r} has no {cfg.train_split!r} split for the linear probe")
-    probe_cfg = ProbeConfig(**{**cfg.probe.__dict__, "device": cfg.device})
-    val_split = probe_cfg.val_split
-    if val_split and not ds.has_split(val_split):
-        raise ValueError(f"dataset {ds.name!r} has no validation split {val_split!r}")
-    get = lambda split: cached_split_features(h.model, ds, split, cfg.loader(), cfg.cache_path,  # noqa: E731
-                                              h.model_hash())
-    train, test = get(cfg.train_split), get(cfg.split)
-    val = get(val_split) if val_split else None
+    probe_cfg = replace(cfg.probe, device=cfg.device)
+    for split in (cfg.train_split, probe_cfg.val_split):
+        if split and not ds.has_split(split):
+            raise ValueError(f"dataset {ds.name!r} has no {split!r} split for the linear probe")
+    train, test = _probe_features(h, ds, cfg.train_split, cfg), _probe_features(h, ds, cfg.split, cfg)
+    val = _probe_features(h, ds, probe_cfg.val_split, cfg) if probe_cfg.val_split else None
     if train is None or test is None:
         return None  # not rank 0
-    num_classes = len(ds.classnames)
-    probe, metrics, used = fit_and_evaluate(train, test, num_classes, probe_cfg, val)
+    probe, metrics, used = fit_and_evaluate(train, test, len(ds.classnames), probe_cfg, val)
     extra: Dict[str, Any] = {"probe": used}
     if cfg.save_probe:
         stem = result_path(Path(cfg.output), ds.name, h.label, "linear_probe").stem
