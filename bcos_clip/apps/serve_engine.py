@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from bcos_clip.apps.serve_cache import LRUCache
+from bcos_clip.apps.serve_cache import LRUCache, nbytes
 from bcos_clip.apps.serve_io import Limits, decode_image, image_hash
 from bcos_clip.apps.serve_methods import Method
 from bcos_clip.explain import Explanation, prompt_embeddings
@@ -125,7 +125,10 @@ class ExplainEngine:
             start = time.perf_counter()
             explanation = method.explain(state, text, request.prompts).cpu()
             timings["explain"] = _ms(start)
-            self.states.put(key, state)  # (re)insert: a baseline state grows with each new prompt
+            self.states.put(key, state)  # (re)insert: a per-prompt state grows with each new prompt
+            if key not in self.states and self.states.max_entries > 0:
+                log.warning("the state of one image (%.1f MiB) exceeds the image cache budget: not cached "
+                            "(raise --cache-mb, or --no-colour to keep 6x less)", nbytes(state) / 2**20)
         log.debug("explain %s K=%d hit=%s %s", method.name, len(request.prompts), hit, timings)
         return ExplainResult(image_id=image_id, method=method.name, method_label=method.label,
                              is_bcos=method.is_bcos, prompts=list(request.prompts), template=request.template,
