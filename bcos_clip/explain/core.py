@@ -1,114 +1,94 @@
-"""Contributions of every pixel to the cosine of an image and K prompts: one forward, one batched
-backward (METHOD.md §4).
+"""Contributions of every pixel to the cosine of an image and K prompts (METHOD.md §4).
 
 score[n, k] = <o_n / ||o_n||, t_k> with ||o_n|| detached; in explanation mode the tower is the dynamic
 linear map W(x), so grad = W(x)^T t_k / ||o_n|| and contributions = sum over the 6 input channels of
 x6 * grad. `bias` is measured by its own replay pass (input 0, every dynamic factor frozen at its value
 from the image's pass), never as score - sum(contributions).
+
+Two paths give the same numbers:
+- "prompts": one forward and K Jacobian rows (batched backwards of `k_chunk` rows);
+- "basis": D rows over the embedding basis once (`contributions.image_contributions`), then one einsum;
+  cheaper when K > D or when the same images get more prompts later.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
-from bcos_clip import nn as bnn
-from bcos_clip.models import BcosCLIP, check_images, encode_prompts
-from bcos_clip.models.text import Template
+from bcos_clip.explain.contributions import image_contributions
+from bcos_clip.explain.explanation import Explanation
+from bcos_clip.explain.jacobian import batched_grads, encode_input, project, require_bcos, tower_pass
+from bcos_clip.explain.prompts import (Prompts, Templates, check_text_for_images, prompt_embeddings,
+                                       resolve_templates)
+from bcos_clip.models import BcosCLIP
 
-Prompts = Union[Sequence[str], torch.Tensor]
+__all__ = ["Explanation", "explain", "prompt_embeddings", "require_bcos", "resolve_templates", "METHODS"]
 
-
-@dataclass
-class Explanation:
-    """contributions (N, K, H, W); scores (N, K); bias (N, K); weights (N, K, 6, H, W) or None;
-    images (N, 3, H, W) in [0, 1]; prompts: the K prompt strings (or None for given embeddings)."""
-
-    contributions: torch.Tensor
-    scores: torch.Tensor
-    bias: torch.Tensor
-    images: torch.Tensor
-    weights: Optional[torch.Tensor] = None
-    prompts: Optional[list] = None
-
-    def completeness_error(self) -> torch.Tensor:
-        """|sum(contributions) + bias - scores| per (n, k)."""
-        return (self.contributions.sum((-2, -1)) + self.bias - self.scores).abs()
+METHODS = ("auto", "prompts", "basis")
 
 
-def require_bcos(model: object) -> BcosCLIP:
-    if not isinstance(model, BcosCLIP):
-        raise TypeError(f"explain() needs a B-cos model (BcosCLIP), got {type(model).__name__}: for a plain "
-                        "CLIP use the post-hoc baselines (bcos_clip.explain.baselines, "
-                        "`bcos-clip localize --method gradcam`)")
-    return model
-
-
-def prompt_embeddings(model: BcosCLIP, prompts: Prompts, templates: Optional[Sequence[Template]],
-                      device: torch.device) -> torch.Tensor:
-    """Strings (encoded with templates) or a (K, D) tensor -> (K, D) unit embeddings in fp32."""
-    if isinstance(prompts, torch.Tensor):
-        if prompts.dim() != 2 or prompts.shape[0] == 0:
-            raise ValueError(f"prompt embeddings must be a non-empty (K, D) tensor, got {tuple(prompts.shape)}")
-        if prompts.shape[1] != model.embed_dim:
-            raise ValueError(f"prompt embeddings have dimension {prompts.shape[1]}, the model {model.embed_dim}")
-        return F.normalize(prompts.detach().float().to(device), dim=-1)
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings or a (K, D) tensor")
-    return encode_prompts(model, list(prompts), templates, device=device)
-
-
-def _encode_input(images: torch.Tensor) -> torch.Tensor:
-    check_images(images)
-    x6 = bnn.add_inverse(images.float()) if images.shape[1] == 3 else images.float()
-    return x6.detach().requires_grad_(True)
-
-
-def _batched_grads(scores: torch.Tensor, x6: torch.Tensor, k_chunk: int) -> torch.Tensor:
-    """d scores[:, k] / d x6 for all k: (K, N, 6, H, W), in chunks of k_chunk batched backwards."""
+def _prompts_chunk(model: BcosCLIP, images: torch.Tensor, text: torch.Tensor, k_chunk: int,
+                   return_weights: bool) -> Dict[str, Optional[torch.Tensor]]:
+    """One forward, K Jacobian rows: contributions (n, K, H, W), scores, bias (n, K), weights or None."""
+    x6 = encode_input(images)
+    u, bias_basis = tower_pass(model, x6)
+    scores = project(u, text)  # (n, K)
     n, k = scores.shape
-    out = []
-    for start in range(0, k, k_chunk):
-        ks = range(start, min(k, start + k_chunk))
-        eye = torch.zeros(len(ks), n, k, device=scores.device, dtype=scores.dtype)
-        for i, kk in enumerate(ks):
-            eye[i, :, kk] = 1.0
-        (g,) = torch.autograd.grad(scores, x6, grad_outputs=eye, is_grads_batched=True,
-                                   retain_graph=start + k_chunk < k)
-        out.append(g)
-    return torch.cat(out)
+    contributions = torch.empty(n, k, *x6.shape[-2:], device=x6.device)
+    weights = torch.empty(n, k, *x6.shape[1:], device=x6.device) if return_weights else None
+    for rows, g in batched_grads(scores, x6, k_chunk):  # g: (k, n, 6, H, W)
+        w = g.transpose(0, 1)
+        contributions[:, rows] = (w * x6.detach().unsqueeze(1)).sum(2)
+        if weights is not None:
+            weights[:, rows] = w
+    return dict(contributions=contributions, scores=scores.detach(), bias=project(bias_basis, text),
+                weights=weights)
 
 
-def explain(model: BcosCLIP, images: torch.Tensor, prompts: Prompts,
-            templates: Optional[Sequence[Template]] = None, *, return_weights: bool = False,
-            k_chunk: int = 64) -> Explanation:
+def _pick_method(method: str, k: int, d: int) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "auto":
+        return "basis" if k > d else "prompts"
+    return method
+
+
+def _cat(parts: List[Dict[str, Optional[torch.Tensor]]], key: str) -> Optional[torch.Tensor]:
+    if parts[0][key] is None:
+        return None
+    return torch.cat([p[key] for p in parts]) if len(parts) > 1 else parts[0][key]
+
+
+def explain(model: BcosCLIP, images: torch.Tensor, prompts: Prompts, templates: Templates = None, *,
+            return_weights: bool = False, k_chunk: int = 64, method: str = "auto",
+            n_chunk: Optional[int] = None) -> Explanation:
     """Explain the cosine of each image with each prompt.
 
-    images: (N, 3, H, W) in [0, 1] (or (N, 6, H, W)); prompts: K strings or a (K, D) tensor.
-    Returns an Explanation with contributions (N, K, H, W) and contributions.sum((-2,-1)) + bias == scores.
+    images: (N, 3, H, W) in [0, 1] (or (N, 6, H, W)); prompts: K strings, a (K, D) tensor, or a per-image
+    (N, K, D) tensor; templates: None ("a photo of {}."), a set name ("openai": the 80 ImageNet
+    templates, "simple"), a file, or a list of templates. method: "prompts" (K Jacobian rows), "basis"
+    (D rows, then an einsum) or "auto" (basis when K > D). k_chunk: rows per batched backward;
+    n_chunk: images per forward (bounds memory).
+    Returns an Explanation with contributions (N, K, H, W), scores and bias (N, K), weights
+    (N, K, 6, H, W) if return_weights; contributions.sum((-2,-1)) + bias == scores.
     """
     model = require_bcos(model)
     device = next(model.parameters()).device
     text = prompt_embeddings(model, prompts, templates, device)
-    was_training = model.training
-    model.eval()
-    x6 = _encode_input(images.to(device))
-    try:
-        with torch.enable_grad(), bnn.explanation_mode(model), bnn.dynamic_mode(model, "record"):
-            out = model.encode_image6(x6).float()
-            norm = out.norm(dim=-1, keepdim=True).detach()
-            scores = (out / norm) @ text.T  # (N, K)
-            grads = _batched_grads(scores, x6, k_chunk)  # (K, N, 6, H, W)
-        with torch.no_grad(), bnn.dynamic_mode(model, "replay"):
-            bias = (model.encode_image6(torch.zeros_like(x6)).float() / norm) @ text.T
-    finally:
-        bnn.clear_recorded(model)
-        model.train(was_training)
-    weights = grads.permute(1, 0, 2, 3, 4)  # (N, K, 6, H, W)
-    contributions = (weights * x6.detach().unsqueeze(1)).sum(2)
-    return Explanation(contributions=contributions.detach(), scores=scores.detach(), bias=bias.detach(),
-                       images=images.detach()[:, :3] if images.shape[1] == 3 else x6.detach()[:, :3],
-                       weights=weights.detach() if return_weights else None,
-                       prompts=None if isinstance(prompts, torch.Tensor) else list(prompts))
+    check_text_for_images(text, images.shape[0] if isinstance(images, torch.Tensor) else -1)
+    names = None if isinstance(prompts, torch.Tensor) else list(prompts)
+    images = images.to(device)
+    if _pick_method(method, text.shape[-2], text.shape[-1]) == "basis":
+        cache = image_contributions(model, images, d_chunk=k_chunk, n_chunk=n_chunk, keep_weights=return_weights)
+        e = cache.explain(text, prompts=names, return_weights=return_weights)
+        e.images = images.detach()[:, :3]
+        return e
+    step = n_chunk or max(1, images.shape[0])
+    parts = []
+    for i in range(0, images.shape[0], step):
+        chunk_text = text if text.dim() == 2 else text[i:i + step]
+        parts.append(_prompts_chunk(model, images[i:i + step], chunk_text, k_chunk, return_weights))
+    return Explanation(contributions=_cat(parts, "contributions"), scores=_cat(parts, "scores"),
+                       bias=_cat(parts, "bias"), images=images.detach()[:, :3],
+                       weights=_cat(parts, "weights"), prompts=names)
