@@ -113,3 +113,27 @@ def test_checkpoints_are_atomic_and_latest_follows(tmp_path):
     assert find_resume(str(tmp_path), "latest") == (root / "step_00000006").resolve()
     with pytest.raises(FileNotFoundError, match="train_state.pt"):
         find_resume(str(tmp_path), str(tmp_path))
+
+
+def test_tensorboard_logging_or_a_clear_error(tmp_path):
+    import importlib.util
+
+    from bcos_clip.train.metrics import MetricsLogger
+
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(RuntimeError, match="pip install tensorboard"):
+            MetricsLogger(str(tmp_path), True, "tensorboard")
+        return
+    logger = MetricsLogger(str(tmp_path), True, "tensorboard")
+    logger.log({"step": 1, "loss": 0.5})
+    logger.close()
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def test_cli_reports_bad_data_paths_in_one_line(tmp_path, capsys):
+    from bcos_clip.cli import main
+
+    code = main(["train", "--model", "RN50", "--train-data", str(tmp_path / "{00000..00003}.tar"),
+                 "--steps", "1", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "4 of 4 shards" in err[0] and "do not exist" in err[0]
