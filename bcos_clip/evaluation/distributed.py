@@ -5,7 +5,7 @@ torch.distributed whether one exists.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import torch.distributed as dist
 
@@ -21,29 +21,11 @@ def is_main() -> bool:
     return rank_world()[0] == 0
 
 
-def gather_to_main(obj: Any) -> Optional[List[Any]]:
-    """Every rank's ``obj`` (CPU tensors, lists) as a list on rank 0, in rank order; None elsewhere.
-
-    Uses ``all_gather_object`` (works with gloo and nccl); a single process gets ``[obj]``.
-    """
-    rank, world = rank_world()
+def all_gather(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` on every rank, in rank order (``[obj]`` for a single process)."""
+    _, world = rank_world()
     if world == 1:
         return [obj]
     gathered: List[Any] = [None] * world
     dist.all_gather_object(gathered, obj)
-    return gathered if rank == 0 else None
-
-
-def broadcast_from_main(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    _, world = rank_world()
-    if world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def barrier() -> None:
-    if rank_world()[1] > 1:
-        dist.barrier()
+    return gathered

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bcos_clip.evaluation.distributed import gather_to_main, rank_world
+from bcos_clip.evaluation.distributed import all_gather, rank_world
 from bcos_clip.evaluation.hashing import json_digest
 from bcos_clip.evaluation.precision import autocast
+from bcos_clip.evaluation.results import first_line
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ def extract_features(model: Any, loader: torch.utils.data.DataLoader, device: to
                 keys.append(key)
                 bar.update(images.shape[0])
     finally:
-        del batches  # stop DataLoader workers now, also when a sample raised
+        # Stop the workers now, also after an error: the iterator sits in a reference cycle, and a
+        # worker forked before it is collected inherits it (then shutdowns stall for seconds).
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
     if not feats:
         return torch.zeros(0, 0), concat_targets([]), torch.zeros(0, dtype=torch.long)
     return torch.cat(feats), concat_targets(targets), torch.cat(keys)
@@ -94,18 +99,33 @@ class LoaderSettings:
     precision: str = "fp32"
 
 
-def split_features(model: Any, dataset: Any, split: str,
-                   settings: LoaderSettings) -> Optional[Tuple[torch.Tensor, Targets]]:
-    """Features (N, D) and targets of ``split`` in the dataset's own order (independent of ranks and
-    workers): every rank reads its part, rank 0 gets all (other ranks get None)."""
+def _local_features(model: Any, dataset: Any, split: str, settings: LoaderSettings
+                    ) -> Tuple[torch.Tensor, Targets, torch.Tensor]:
     rank, world = rank_world()
     part = dataset.torch_dataset(split, model.preprocess, rank=rank, world_size=world)
     loader = make_loader(part, settings.batch_size, settings.workers,
                          pin_memory=torch.device(settings.device).type == "cuda")
-    feats, targets, keys = extract_features(model, loader, torch.device(settings.device),
-                                            settings.precision, desc=f"{dataset.name}/{split}")
-    gathered = gather_to_main((feats, targets, keys))
-    if gathered is None:
+    return extract_features(model, loader, torch.device(settings.device), settings.precision,
+                            desc=f"{dataset.name}/{split}")
+
+
+def split_features(model: Any, dataset: Any, split: str,
+                   settings: LoaderSettings) -> Optional[Tuple[torch.Tensor, Targets]]:
+    """Features (N, D) and targets of ``split`` in the dataset's own order (independent of ranks and
+    workers): every rank reads its part, rank 0 gets all (other ranks get None). A reading error on
+    any rank is raised on every rank, so that a suite under torchrun moves on in step."""
+    rank, world = rank_world()
+    try:
+        local: Any = _local_features(model, dataset, split, settings)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+        if world == 1:
+            raise
+        local = f"rank {rank}: {first_line(exc)}"
+    gathered = all_gather(local)
+    errors = [g for g in gathered if isinstance(g, str)]
+    if errors:
+        raise ValueError("; ".join(errors))
+    if rank != 0:
         return None
     gathered = [g for g in gathered if g[0].numel()]
     if not gathered:
