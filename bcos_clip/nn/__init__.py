@@ -6,7 +6,9 @@ from bcos_clip.nn.bcos_conv import BcosConv2d
 from bcos_clip.nn.bcos_linear import BcosLinear
 from bcos_clip.nn.dynamic import (DynamicModule, clear_recorded, dynamic_mode, dynamic_modules,
                                   explanation_mode)
+from bcos_clip.nn.fold import fold_batchnorms
 from bcos_clip.nn.functional import bcos_factor, patch_norm, vector_norm
+from bcos_clip.nn.fused import fast_path, fast_path_enabled, set_fast_path
 from bcos_clip.nn.input_encoding import AddInverse, Normalize6, add_inverse, fold_normalization
 from bcos_clip.nn.norms import BcosLayerNorm, UncenteredBatchNorm2d
 
@@ -14,5 +16,6 @@ __all__ = [
     "AddInverse", "BcosAttentionPool2d", "BcosConv2d", "BcosLayerNorm", "BcosLinear",
     "BcosSelfAttention", "DynamicModule", "GatedActivation", "Normalize6", "UncenteredBatchNorm2d",
     "add_inverse", "bcos_factor", "clear_recorded", "dynamic_mode", "dynamic_modules",
-    "explanation_mode", "fold_normalization", "patch_norm", "vector_norm",
+    "explanation_mode", "fast_path", "fast_path_enabled", "fold_batchnorms", "fold_normalization",
+    "patch_norm", "set_fast_path", "vector_norm",
 ]

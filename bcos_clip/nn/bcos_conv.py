@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bcos_clip.nn import fused
 from bcos_clip.nn.dynamic import DynamicModule
 from bcos_clip.nn.functional import _pair, grouped_factor, patch_norm
 
@@ -15,7 +16,11 @@ class BcosConv2d(DynamicModule):
     """y = z * (|z| / ||x_patch||)^(B-1) with z = conv(x, w) (+ b when a bias is kept).
 
     For B = 1 it is the plain convolution. Input (N, C_in, H, W) -> (N, C_out, H', W').
+    `fast` (default True): outside dynamic modes, groups=1 layers use bcos_clip.nn.fused (same function,
+    fewer memory passes); False keeps the reference formula below.
     """
+
+    fast: bool = True
 
     def __init__(
         self,
@@ -67,6 +72,8 @@ class BcosConv2d(DynamicModule):
         z = self.linear(x)
         if self.b == 1.0:
             return z
+        if self.groups == 1 and fused.applies(self):
+            return fused.conv_scale(x, z, self.kernel_size, self.stride, self.padding, self.dilation, self.b)
         return z * self.dynamic(lambda: self.factor(x, z))
 
     def extra_repr(self) -> str:

@@ -7,12 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bcos_clip.nn import fused
 from bcos_clip.nn.dynamic import DynamicModule
 from bcos_clip.nn.functional import bcos_factor, vector_norm
 
 
 class BcosLinear(DynamicModule):
-    """y = z * (|z| / ||x||)^(B-1), z = x @ w.T (+ b). Input (..., in) -> (..., out)."""
+    """y = z * (|z| / ||x||)^(B-1), z = x @ w.T (+ b). Input (..., in) -> (..., out).
+
+    `fast` (default True): outside dynamic modes use bcos_clip.nn.fused; False: the reference formula.
+    """
+
+    fast: bool = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, b: float = 2.0) -> None:
         super().__init__()
@@ -45,6 +51,8 @@ class BcosLinear(DynamicModule):
         z = F.linear(x, self.weight, self.bias)
         if self.b == 1.0:
             return z
+        if fused.applies(self):
+            return fused.linear_scale(x, z, self.b)
         return z * self.dynamic(lambda: self.factor(x, z))
 
     def extra_repr(self) -> str:

@@ -1,0 +1,164 @@
+"""Triton kernels of the fast B-cos path (CUDA only; optional: `available()` says whether they load).
+
+Every tensor is seen as a 3-D view (N, C, P): C is the axis reduced by the patch norm (conv channels,
+linear features) and P the flattened positions (H*W, or the rows of a linear layer's input). Strides
+are passed, so NCHW, channels_last and (rows, features) layouts all run without copies. The per-
+position map s (sum of squares) is a contiguous (N, P) fp32 tensor. Each program owns BLOCK_P
+positions of one n and walks all C, so the reduction over C needs no atomics.
+
+- `sumsq(x)`:      s[n, p] = sum_c x[n, c, p]^2                              (one read of x)
+- `scale_fwd`:     y = z * (|z| * inv)^(B-1), inv = 1/sqrt(s + eps)         (read z, write y)
+- `scale_bwd`:     f = (|y| * inv)^((B-1)/B); gz = B * g * f;
+                   gs = (1-B)/2 * inv^2 * sum_c g*y                         (read g, y; write gz)
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+try:  # pragma: no cover - depends on the installation
+    import triton
+    import triton.language as tl
+
+    _IMPORT_ERROR = None
+except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+    triton, tl, _IMPORT_ERROR = None, None, exc
+
+View = Tuple[int, int, int, int, int, int]  # N, C, P, sN, sC, sP
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def view3(t: torch.Tensor, dim: int) -> View:
+    """(N, C, P) sizes and strides of t for reduction axis `dim` (1 for (N,C,H,W); -1 for (..., D)).
+
+    Raises ValueError when the positions cannot be flattened into one stride (caller copies first).
+    """
+    if dim == 1 and t.dim() == 4:
+        n, c, h, w = t.shape
+        sn, sc, sh, sw = t.stride()
+        if h > 1 and w > 1 and sh != w * sw:
+            raise ValueError("positions not flattenable")
+        sp = sw if w > 1 else sh
+        return n, c, h * w, sn, sc, sp
+    if dim in (-1, t.dim() - 1):
+        d = t.shape[-1]
+        lead = [(size, st) for size, st in zip(t.shape[:-1], t.stride()[:-1]) if size > 1]
+        for (_, st_i), (size_j, st_j) in zip(lead, lead[1:]):
+            if st_i != st_j * size_j:
+                raise ValueError("rows not flattenable")
+        sp = lead[-1][1] if lead else d
+        return 1, d, t.numel() // max(d, 1), 0, t.stride(-1), sp
+    raise ValueError(f"unsupported reduction dim {dim} for a {t.dim()}-D tensor")
+
+
+def _blocks(c: int, sc: int) -> Tuple[int, int, int]:
+    """(BLOCK_P, BLOCK_C, num_warps): channels-fast tiles when C is contiguous, positions-fast else."""
+    if sc == 1:
+        bc = min(triton.next_power_of_2(max(c, 1)), 128)
+        return max(4096 // bc, 8), bc, 4
+    return 256, min(triton.next_power_of_2(max(c, 1)), 16), 4
+
+
+if triton is not None:
+
+    @triton.jit
+    def _sumsq_kernel(x_ptr, s_ptr, C, P, sN, sC, sP,
+                      BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        pb = tl.program_id(0)
+        n = tl.program_id(1).to(tl.int64)
+        offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        base = x_ptr + n * sN + offs_p.to(tl.int64)[:, None] * sP
+        acc = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            m = mask_p[:, None] & (offs_c < C)[None, :]
+            x = tl.load(base + offs_c[None, :] * sC, mask=m, other=0.0).to(tl.float32)
+            acc += tl.sum(x * x, axis=1)
+        tl.store(s_ptr + n * P + offs_p, acc, mask=mask_p)
+
+    @triton.jit
+    def _scale_fwd_kernel(z_ptr, s_ptr, y_ptr, C, P, sN, sC, sP, eps, bm1,
+                          B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        pb = tl.program_id(0)
+        n = tl.program_id(1).to(tl.int64)
+        offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        s = tl.load(s_ptr + n * P + offs_p, mask=mask_p, other=1.0).to(tl.float32)
+        inv = (1.0 / tl.sqrt(s + eps))[:, None]
+        off = n * sN + offs_p.to(tl.int64)[:, None] * sP
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            m = mask_p[:, None] & (offs_c < C)[None, :]
+            o = off + offs_c[None, :] * sC
+            z = tl.load(z_ptr + o, mask=m, other=0.0).to(tl.float32)
+            f = tl.abs(z) * inv
+            if not B_IS_2:
+                f = tl.exp2(bm1 * tl.log2(f))
+            tl.store(y_ptr + o, (z * f).to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _scale_bwd_kernel(g_ptr, y_ptr, s_ptr, gz_ptr, gs_ptr, C, P,
+                          gN, gC, gP, yN, yC, yP, eps, b, expo, gs_coef,
+                          B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        pb = tl.program_id(0)
+        n = tl.program_id(1).to(tl.int64)
+        offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        p64 = offs_p.to(tl.int64)[:, None]
+        s = tl.load(s_ptr + n * P + offs_p, mask=mask_p, other=1.0).to(tl.float32)
+        inv1 = 1.0 / tl.sqrt(s + eps)
+        inv = inv1[:, None]
+        acc = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            m = mask_p[:, None] & (offs_c < C)[None, :]
+            oy = n * yN + p64 * yP + offs_c[None, :] * yC
+            g = tl.load(g_ptr + n * gN + p64 * gP + offs_c[None, :] * gC, mask=m, other=0.0).to(tl.float32)
+            y = tl.load(y_ptr + oy, mask=m, other=0.0).to(tl.float32)
+            t = tl.abs(y) * inv
+            if B_IS_2:
+                f = tl.sqrt(t)
+            else:
+                f = tl.exp2(expo * tl.log2(t))
+            tl.store(gz_ptr + oy, (b * g * f).to(gz_ptr.dtype.element_ty), mask=m)
+            acc += tl.sum(g * y, axis=1)
+        tl.store(gs_ptr + n * P + offs_p, gs_coef * inv1 * inv1 * acc, mask=mask_p)
+
+
+def sumsq(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum over `dim` of x^2 in fp32, keepdim: (N, C, H, W) -> (N, 1, H, W); (..., D) -> (..., 1)."""
+    n, c, p, sn, sc, sp = view3(x, dim)
+    out_shape = (n, 1) + tuple(x.shape[2:]) if dim == 1 else tuple(x.shape[:-1]) + (1,)
+    s = torch.empty(out_shape, device=x.device, dtype=torch.float32)
+    bp, bc, nw = _blocks(c, sc)
+    _sumsq_kernel[(triton.cdiv(p, bp), n)](x, s, c, p, sn, sc, sp, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    return s
+
+
+def scale_fwd(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) -> torch.Tensor:
+    """y = z * (|z| / sqrt(s + eps))^(b-1) in z's dtype and layout; s contiguous fp32 (keepdim)."""
+    y = torch.empty_like(z)
+    n, c, p, sn, sc, sp = view3(z, dim)
+    bp, bc, nw = _blocks(c, sc)
+    _scale_fwd_kernel[(triton.cdiv(p, bp), n)](z, s, y, c, p, sn, sc, sp, eps, b - 1.0,
+                                               B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    return y
+
+
+def scale_bwd(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, b: float, dim: int,
+              eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(grad_z, grad_s) of y = scale_fwd(z, s) from the saved output y (see the module docstring)."""
+    gz = torch.empty_like(y)
+    gs = torch.empty_like(s, dtype=torch.float32)
+    n, c, p, yn, yc, yp = view3(y, dim)
+    _, _, _, gn, gc, gp = view3(g, dim)
+    bp, bc, nw = _blocks(c, yc)
+    _scale_bwd_kernel[(triton.cdiv(p, bp), n)](
+        g, y, s, gz, gs, c, p, gn, gc, gp, yn, yc, yp, eps, b, (b - 1.0) / b, (1.0 - b) / 2.0,
+        B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    return gz, gs

@@ -1,0 +1,56 @@
+"""The Triton kernels of the fast path against the torch formulas, run by Triton's CPU interpreter
+(TRITON_INTERPRET=1 must be set before triton is imported, hence a subprocess)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from bcos_clip.nn import fused, fused_triton as ft
+
+    torch.manual_seed(0)
+    worst = 0.0
+
+    def rel(a, r):
+        return ((a - r).abs().max() / r.abs().max().clamp_min(1e-12)).item()
+
+    def check(z, s, dim, b):
+        global worst
+        y = ft.scale_fwd(z, s, b, dim, 1e-6)
+        yr = fused._scale_forward_torch(z, s, b, 1e-6)
+        assert y.stride() == z.stride(), (y.stride(), z.stride())
+        errs = [rel(y, yr)]
+        for g in (torch.randn_like(yr), torch.ones(()).expand_as(yr)):  # dense and expanded grads
+            gz, gs = ft.scale_bwd(g, yr, s, b, dim, 1e-6)
+            gzr, gsr = fused._scale_backward_torch(g, yr, s, b, dim, 1e-6)
+            errs += [rel(gz, gzr), rel(gs, gsr)]
+        worst = max([worst] + errs)
+
+    for b in (2.0, 2.5):
+        x = torch.randn(3, 37, 5, 6)
+        s = ft.sumsq(x, 1)
+        for xx in (x, x.to(memory_format=torch.channels_last)):
+            worst = max(worst, rel(ft.sumsq(xx, 1), x.square().sum(1, keepdim=True)))
+        z = torch.randn(3, 150, 5, 6)
+        check(z, s, 1, b)
+        check(z.to(memory_format=torch.channels_last), s, 1, b)
+        xl = torch.randn(4, 7, 300)
+        sl = ft.sumsq(xl, -1)
+        worst = max(worst, rel(sl, xl.square().sum(-1, keepdim=True)))
+        check(torch.randn(4, 7, 200), sl, -1, b)
+    print("WORST", worst)
+""")
+
+
+@pytest.mark.slow
+def test_triton_kernels_match_torch_formulas_in_interpreter():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    worst = float(out.stdout.split("WORST")[-1])
+    assert worst < 1e-5, worst
