@@ -1,0 +1,73 @@
+"""`bcos-clip bench`: plain vs B-cos towers (reference, fast, compiled), explanations, zero-shot and
+end-to-end distillation throughput; ratios from one run, JSON output."""
+from __future__ import annotations
+
+import argparse
+from typing import List
+
+from bcos_clip.cli.common import add_output
+
+
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from bcos_clip.apps.bench import SECTIONS
+
+    p = sub.add_parser("bench", help="benchmark plain vs B-cos towers, explanations and distillation",
+                       description="Measure training step / inference img/s and peak memory of the plain "
+                                   "open_clip towers and their B-cosified versions (official-style reference "
+                                   "formula, bcos_clip's formula, fast path, torch.compile), explanation, "
+                                   "zero-shot and end-to-end distillation throughput. Ratios come from rows "
+                                   "of the same run. Random weights (speed does not depend on them).")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny towers, batch <= 8, 2 iterations, no compile: a CPU smoke test (CI)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (default: cuda when available)")
+    add_output(p, required=False, help="JSON file to write (rows, ratios, targets, profiles)")
+    p.add_argument("--models", default="RN50,ViT-B-16", help="comma-separated open_clip model names")
+    p.add_argument("--batches", type=_ints, default=[64, 128, 256], help="batch sizes, e.g. 64,128,256")
+    p.add_argument("--compile-batch", type=int, default=128,
+                   help="the batch of the compiled rows, targets and explanations ratios (default 128)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile rows (auto: on for CUDA, off on CPU and with --quick)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="autocast precision of the tower rows (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per row")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per row")
+    p.add_argument("--explain-ks", type=_ints, default=[1, 16, 256], help="prompt counts K of explain rows")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"which parts to run ({', '.join(SECTIONS)})")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds for the whole run: rows that would start too late are skipped (0: none)")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the end-to-end rows")
+    p.add_argument("--triton", choices=["on", "off"], default="on",
+                   help="Triton kernels of the fast path on CUDA (off: the same Functions with torch ops)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU intra-op threads during the run (0: torch's default; --quick uses 1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bcos_clip.apps.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        device=args.device, quick=args.quick, output=args.output,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        batches=tuple(args.batches), compile_batch=args.compile_batch, compile=args.compile,
+        precision=args.precision, iters=args.iters, warmup=args.warmup, explain_ks=tuple(args.explain_ks),
+        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
+        time_budget_s=args.time_budget, workers=args.workers, threads=args.threads,
+        triton=args.triton == "on")
+    result = run_bench(cfg)
+    env = result["environment"]
+    print(f"# bcos-clip bench on {env['device_name']} ({env['device']}, torch {env['torch']}, "
+          f"{result['precision']}), {result['elapsed_s']:.0f} s\n")
+    print(result["table"])
+    print()
+    print(result["targets_table"])
+    if args.output:
+        print(f"\nwrote {args.output}")
+    return 0

@@ -1,0 +1,39 @@
+"""`bcos-clip bench --quick` as a smoke test: every section runs on CPU and the JSON holds its rows
+(no timing assertions: timings of a shared CI machine mean nothing)."""
+import json
+
+import pytest
+
+from bcos_clip.cli import main
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_rows_targets_and_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    failed = [r for r in rows if r.get("status", "ok") not in ("ok", "skipped")]
+    assert not failed, failed
+    by_section = {}
+    for r in rows:
+        by_section.setdefault(r.get("section"), []).append(r)
+    for section in ("train", "train_fwd", "infer", "explain", "zeroshot", "e2e"):
+        assert any(r.get("status", "ok") == "ok" for r in by_section.get(section, [])), section
+    variants = {r["variant"] for r in by_section["train"]}
+    assert {"plain", "bcos-reference", "bcos-formula", "bcos-fast"} <= variants
+    fast = [r for r in by_section["train"] if r["variant"] == "bcos-fast"]
+    assert all("ratio_vs_plain" in r and "speedup_vs_reference" in r for r in fast)
+    assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"RN50", "ViT-B-16", "explanations:"}
+    assert result["environment"]["device"] == "cpu"
+    printed = capsys.readouterr().out
+    assert "| row | img/s |" in printed and "| target |" in printed
+
+
+def test_bench_rejects_bad_flags():
+    from bcos_clip.apps.bench import BenchConfig
+
+    with pytest.raises(ValueError, match="unknown sections"):
+        BenchConfig(sections=("train", "nope"))
+    with pytest.raises(ValueError, match="--compile"):
+        BenchConfig(compile="maybe")
