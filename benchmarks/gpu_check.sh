@@ -61,6 +61,7 @@ if [ "$LAYERS_RC" = 1 ]; then
 fi
 
 LEFT=$(( BUDGET - ($(date +%s) - START) ))
+[ "$LEFT" -lt 60 ] && LEFT=60
 echo "bench: ${LEFT} s budget"
 python3 -m bcos_clip.cli bench "${QUICK[@]}" --triton "$TRITON" --time-budget "$LEFT" \
   --output "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

@@ -101,6 +101,8 @@ class Runner:
         self.compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda" and not cfg.quick)
         self.deadline = Deadline(cfg.time_budget_s)
         self.result: Dict[str, Any] = {"environment": environment(device), "precision": self.precision,
+                                       "triton_kernels": bool(cfg.triton and device.type == "cuda"
+                                                              and environment(device)["triton"]),
                                        "config": dataclasses.asdict(cfg), "rows": [], "profiles": {}}
         self.rows: List[Row] = self.result["rows"]
 
