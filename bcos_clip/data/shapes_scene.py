@@ -105,9 +105,9 @@ def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
 def sample_background(rng: np.random.Generator, *, heavy_noise: bool = False) -> Background:
     """A low-contrast grey-ish texture; ``heavy_noise`` gives a light paper with strong pixel noise."""
     if heavy_noise:
-        grey = rng.uniform(175, 225)
+        grey = rng.uniform(150, 205)
         base = tuple(float(grey + rng.uniform(-8, 8)) for _ in range(3))
-        post = float(rng.uniform(28, 40))
+        post = float(rng.uniform(16, 24))
     else:
         grey = rng.uniform(85, 165)
         base = tuple(float(grey + rng.uniform(-15, 15)) for _ in range(3))
@@ -166,7 +166,7 @@ def _polygon(obj: ShapeObject, scale: float) -> List[Tuple[float, float]]:
 
 def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, scale: float = 1.0) -> None:
     """Draw ``obj`` filled (or as an outline sketch) onto ``draw`` at ``scale`` x its coordinates."""
-    width = max(2, int(round(obj.radius * scale * 0.22))) if obj.outline else 0
+    width = max(2, int(round(obj.radius * scale * 0.3))) if obj.outline else 0
     fill = None if obj.outline else obj.rgb
     outline = obj.rgb if obj.outline else None
     if obj.shape == "circle":

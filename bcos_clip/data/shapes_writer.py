@@ -40,7 +40,7 @@ from .shapes import DEMO_TASKS, RETRIEVAL_TASK, caption_scene, render_scene, sam
 
 logger = logging.getLogger(__name__)
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 MARKER = "world.json"
 TAR_MTIME = 1_700_000_000  # an int: a float mtime costs a pax header per member  # fixed tar member times: the same arguments give the same bytes
 SPLITS = ("train", "test")
