@@ -19,6 +19,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 QUICK=()
 [ "${1:-}" = "--quick" ] && QUICK=(--quick)
 BUDGET="${BENCH_BUDGET:-420}"  # seconds for everything below (the device call's limit minus a margin)
+LAYERS_ARGS="${LAYERS_ARGS:-}"  # e.g. --check-only when device time is short
+BENCH_ARGS="${BENCH_ARGS:-}"    # extra `bcos-clip bench` flags, e.g. "--iters 5 --batches 128"
 START=$(date +%s)
 
 if ! python3 -c "import open_clip, webdataset, ftfy" 2>/dev/null; then
@@ -52,7 +54,7 @@ EOF
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-python3 benchmarks/bench_layers.py "${QUICK[@]}" --output "$OUT/layers.json" 2>&1 | tee "$OUT/layers.log"
+python3 benchmarks/bench_layers.py "${QUICK[@]}" $LAYERS_ARGS --output "$OUT/layers.json" 2>&1 | tee "$OUT/layers.log"
 LAYERS_RC=${PIPESTATUS[0]}
 TRITON=on
 if [ "$LAYERS_RC" = 1 ]; then
@@ -63,6 +65,6 @@ fi
 LEFT=$(( BUDGET - ($(date +%s) - START) ))
 [ "$LEFT" -lt 60 ] && LEFT=60
 echo "bench: ${LEFT} s budget"
-python3 -m bcos_clip.cli bench "${QUICK[@]}" --triton "$TRITON" --time-budget "$LEFT" \
+python3 -m bcos_clip.cli bench "${QUICK[@]}" $BENCH_ARGS --triton "$TRITON" --time-budget "$LEFT" \
   --output "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 echo "gpu_check done in $(( $(date +%s) - START )) s; layers rc=$LAYERS_RC"
