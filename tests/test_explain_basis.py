@@ -38,6 +38,7 @@ def test_contribution_tensor_serves_new_prompt_sets(tiny_vit_bcos):
     assert isinstance(cache, ImageContributions) and cache.contributions.shape == (2, 64, 32, 32)
     assert torch.all(cache.completeness_error() <= 1e-6 + 1e-4 * cache.embedding.abs())
     assert cache.nbytes >= cache.contributions.numel() * 4
+    assert cache.to("cpu").contributions.data_ptr() == cache.contributions.data_ptr()  # no copy when in place
     m = contribution_tensor(model, images)
     assert torch.allclose(m, cache.contributions, atol=1e-9, rtol=1e-4)
     for seed in (2, 3):  # any new set of unit prompts is one einsum away
@@ -87,3 +88,27 @@ def test_templates_option(tiny_rn_bcos):
     assert complete(many) and not torch.allclose(many.scores, default.scores)
     with pytest.raises(ValueError, match="templates"):
         explain(tiny_rn_bcos, images, ["a dog"], templates="no-such-set")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tiny_rn_bcos, tiny_vit_bcos):
+    import copy
+
+    from bcos_clip.explain.baselines import gradcam
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions round at ~1e-3: beyond the 1e-4 tolerance
+    try:
+        for model, size in ((tiny_rn_bcos, 64), (tiny_vit_bcos, 32)):
+            images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(5))
+            cpu = explain(model, images, PROMPTS)
+            gpu_model = copy.deepcopy(model).cuda()
+            for method in ("prompts", "basis"):
+                gpu = explain(gpu_model, images.cuda(), PROMPTS, method=method).cpu()
+                assert complete(gpu), method
+                scale = cpu.contributions.abs().max().item()
+                assert torch.allclose(gpu.contributions, cpu.contributions, atol=1e-4 * scale, rtol=1e-3), method
+            text = F.normalize(torch.randn(3, model.embed_dim), dim=-1)
+            assert gradcam(gpu_model, images.cuda(), text.cuda()).shape == (2, 3, size, size)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

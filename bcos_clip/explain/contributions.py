@@ -56,6 +56,11 @@ class ImageContributions:
         tensors = [self.contributions, self.bias, self.embedding, self.images, self.weights]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
+    def to(self, device: torch.device | str) -> "ImageContributions":
+        """A copy with every tensor on `device` (e.g. cache on the CPU, answer on the GPU)."""
+        return ImageContributions(*(None if t is None else t.to(device) for t in
+                                    (self.contributions, self.bias, self.embedding, self.images, self.weights)))
+
     def completeness_error(self) -> torch.Tensor:
         """(N, D): |sum(M) + bias - u| per basis vector."""
         return (self.contributions.sum((-2, -1)) + self.bias - self.embedding).abs()

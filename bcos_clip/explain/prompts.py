@@ -3,7 +3,7 @@ renormalised), or given embeddings checked and normalised."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
