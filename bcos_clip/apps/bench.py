@@ -226,11 +226,14 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
         if cfg.threads > 0:  # a loaded CI machine makes multi-threaded tiny ops crawl
             torch.set_num_threads(cfg.threads)
         torch.backends.cudnn.benchmark = device.type == "cuda"  # as training runs would (all variants)
+        if device.type == "cpu":  # random-init towers produce denormals, which crawl on x86 CPUs
+            torch.set_flush_denormal(True)
         with fused.fast_path(True, triton=cfg.triton):
             return _run(cfg, device)
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.set_flush_denormal(False)
 
 
 def _run(cfg: BenchConfig, device: torch.device) -> Dict[str, Any]:

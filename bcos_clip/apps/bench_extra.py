@@ -91,7 +91,7 @@ def zeroshot_rows(ms: ModelSet, batch: int, n_images: int, precision: str) -> Li
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels, keys), batch_size=batch)
     warm = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(images[:batch], labels[:batch], keys[:batch]), batch_size=batch)
-    models = {"plain": PlainCLIP.from_clip(ms.clip, ms.tokenizer).eval(), "bcos-fast": ms.bcos.eval(),
+    models = {"plain": PlainCLIP.from_clip(ms.clip, ms.tokenizer).to(ms.device).eval(), "bcos-fast": ms.bcos.eval(),
               "bcos-fast-folded": folded_model(ms)}
     rows: List[Row] = []
     for variant, model in models.items():
