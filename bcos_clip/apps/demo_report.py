@@ -1,0 +1,198 @@
+"""The demo's verdicts and ``report.md``: targets (issue 8) checked on the numbers of ``summary.json``,
+and the markdown a user reads, with relative links to the figures.
+
+Targets: teacher zero-shot >= 85 % on the natural task and >= 2x chance on every task; the student keeps
+>= 90 % of the teacher's accuracy above chance in every group, (student - chance) / (teacher - chance);
+the student's pointing-game score beats every post-hoc baseline on the teacher.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+TEACHER_NATURAL_MIN = 0.85
+TEACHER_CHANCE_FACTOR = 2.0
+RETENTION_MIN = 0.9
+
+
+def retention(student: Optional[float], teacher: Optional[float], chance: float) -> Optional[float]:
+    """(student - chance) / (teacher - chance); None when a value is missing or the teacher is at chance."""
+    if student is None or teacher is None or teacher - chance <= 1e-9:
+        return None
+    return (student - chance) / (teacher - chance)
+
+
+def group_chance(chance: Mapping[str, float], groups: Mapping[str, str]) -> Dict[str, float]:
+    """Chance level of each group: the mean chance of its datasets (as the group means average)."""
+    out: Dict[str, List[float]] = {}
+    for ds, g in groups.items():
+        if ds in chance:
+            out.setdefault(g, []).append(chance[ds])
+    return {g: sum(v) / len(v) for g, v in out.items()}
+
+
+def check_targets(s: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Rows {"target", "value", "goal", "met"} from a demo summary (see ``run_demo``)."""
+    chance, zs = s["chance"], s["zeroshot"]
+    teacher = zs["teacher"]
+    rows = [{"target": "teacher zero-shot, shapes_natural", "value": f"{100 * teacher['shapes_natural']:.1f} %",
+             "goal": f">= {100 * TEACHER_NATURAL_MIN:.0f} %", "met": teacher["shapes_natural"] >= TEACHER_NATURAL_MIN}]
+    for ds in chance:
+        factor = teacher[ds] / chance[ds]
+        rows.append({"target": f"teacher zero-shot / chance, {ds}", "value": f"{factor:.2f}x "
+                     f"({100 * teacher[ds]:.1f} % vs {100 * chance[ds]:.1f} %)",
+                     "goal": f">= {TEACHER_CHANCE_FACTOR:.0f}x", "met": factor >= TEACHER_CHANCE_FACTOR})
+    for group, value in s["retention"]["student"].items():
+        rows.append({"target": f"student retention above chance, {group}",
+                     "value": "–" if value is None else f"{value:.3f}", "goal": f">= {RETENTION_MIN}",
+                     "met": value is not None and value >= RETENTION_MIN})
+    pg = s.get("pointing", {}).get("methods", {})
+    if pg:
+        student = pg["bcos"]["mean"]
+        best = max((m for m in pg if m != "bcos"), key=lambda m: pg[m]["mean"], default=None)
+        if best is not None:
+            rows.append({"target": "pointing game: student vs best post-hoc baseline on the teacher",
+                         "value": f"{100 * student:.1f} % vs {100 * pg[best]['mean']:.1f} % ({best})",
+                         "goal": "student > every baseline", "met": student > pg[best]["mean"]})
+    return rows
+
+
+def _pct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v: Optional[float], fmt: str = ".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _table(head: List[str], rows: List[List[str]]) -> List[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _intro(s: Dict[str, Any]) -> List[str]:
+    c, t = s["config"], s["timing"]
+    return [
+        "# bcos_clip demo: B-cosified CLIP on the shapes world", "",
+        "Everything below was produced offline on a CPU by `bcos-clip demo"
+        + (" --quick" if c["quick"] else "") + f" --arch {c['arch']} --seed {c['seed']}`: a procedurally "
+        "drawn world of coloured shapes with captions, a tiny CLIP teacher trained on it contrastively, "
+        "its image tower B-cosified and distilled back to the teacher, both evaluated on tasks that mirror "
+        "CLIP_benchmark's natural / specialized / structured groups, and the student's explanations shown and "
+        "scored.", "",
+        f"Machine: {s['machine']['cpus']} CPU cores, {s['machine']['torch_threads']} torch threads, "
+        f"torch {s['machine']['torch']}. Total time: **{t['wall_s'] / 60:.1f} min** wall, "
+        f"{t['cpu_s'] / 60:.1f} min CPU" + (" (stages reused from an earlier run are not counted)"
+                                             if any(x["cached"] for x in t["stages"]) else "") + ".", ""]
+
+
+def _targets(s: Dict[str, Any]) -> List[str]:
+    rows = [[r["target"], r["value"], r["goal"], "yes" if r["met"] else "**no**"] for r in s["targets"]]
+    return ["## Targets", ""] + _table(["target", "value", "goal", "met"], rows) + [""]
+
+
+def _world(s: Dict[str, Any]) -> List[str]:
+    w = s["world"]
+    return ["## 1. The shapes world", "",
+            f"{w['n_train']:,} training images with captions (img2dataset-style shards in `world/train/`) and "
+            f"CLIP_benchmark `wds/` folders for {', '.join(f'`{t}` ({g})' for t, g in w['groups'].items())}, "
+            f"{w['n_eval_per_class']} images per class and split. Training samples:", "",
+            f"![training samples]({s['files']['world_samples']})", ""]
+
+
+def _models(s: Dict[str, Any]) -> List[str]:
+    t, st = s["teacher"], s["students"]["text_kd"]
+    zs, chance, groups = s["zeroshot"], s["chance"], s["world"]["groups"]
+    rows = [[ds, groups[ds], _pct(chance[ds]), _pct(zs["teacher"][ds]), _pct(zs["bcosified"].get(ds)),
+             _pct(zs["student"][ds]), _num(retention(zs["student"][ds], zs["teacher"][ds], chance[ds]), ".2f")]
+            for ds in chance]
+    return ["## 2. Teacher, B-cosified tower and distilled student", "",
+            f"Teacher: tiny open_clip CLIP (`{s['config']['arch']}`), {t['steps']} contrastive steps at batch "
+            f"{t['batch_size']} (final loss {_num(t.get('final_loss'))}). `bcosify` turns its image tower into a "
+            f"B-cos tower (B = 2, no biases), which no longer agrees with the text tower (column *B-cosified*); "
+            f"distillation with the default `{st['loss']}` loss ({st['steps']} steps, loss "
+            f"{_num(st.get('first_loss'))} -> {_num(st.get('final_loss'))}) brings it back.", "",
+            "Zero-shot top-1 (%) on each task; retention = (student - chance) / (teacher - chance):", ""] \
+        + _table(["task", "group", "chance", "teacher", "B-cosified", "student", "retention"], rows) + [""]
+
+
+def _eval(s: Dict[str, Any]) -> List[str]:
+    body = s["eval_report"]["markdown"].splitlines()
+    body = [("#" + line) if line.startswith("## ") else line for line in body[1:]]  # drop its title
+    return ["## 3. Benchmark tables (zero-shot, linear probe, retrieval)", "",
+            "From `bcos_clip.evaluation.build_report` over `eval/results/` (also as `eval/report.csv`):", ""] \
+        + body + ["", f"![group means]({s['eval_report']['plot']})", ""]
+
+
+def _explain(s: Dict[str, Any]) -> List[str]:
+    e = s["explain"]
+    comp = e["completeness"]
+    return ["## 4. Explanations of the B-cos student", "",
+            "Each row is a scene, each column a prompt (templates: "
+            + ", ".join(f"`{t}`" for t in (e["templates"] or ["a photo of {}."])) + "). The B-cos colour "
+            "explanation shows, in the image's own colours, the pixels whose contribution to the cosine is "
+            "positive; the cosine is under each panel. One forward and one batched backward explain all prompts.",
+            "", f"![colour explanations]({e['files']['colour']})", "",
+            "The same contributions as a heat map (red: raises the cosine, blue: lowers it):", "",
+            f"![contribution maps]({e['files']['heatmap']})", "",
+            "Scenes: " + "; ".join(f"{i + 1}: {n} (best prompt: *{p}*)" for i, (n, p) in
+                                    enumerate(zip(e["scenes"], e["top_prompt"]))) + ".", "",
+            f"Completeness (sum of contributions + bias = cosine): largest error {comp['max_abs_error']:.2e}, "
+            f"{comp['max_error_over_tolerance']:.3f} of the tolerance 1e-6 + 1e-4 |cos|.", "",
+            f"![best prompt of scene 1]({e['files']['pairs'][0]})", ""]
+
+
+def _pointing(s: Dict[str, Any]) -> List[str]:
+    p = s["pointing"]
+    any_m = next(iter(p["methods"].values()))
+    rows = [[m["label"], _pct(m["mean"]), _pct(m["std"]), _pct(m["median"]), str(m["n_cells"])]
+            for m in p["methods"].values()]
+    return ["## 5. Grid pointing game", "",
+            f"{any_m['n_grids']} grids of {any_m['grid']}x{any_m['grid']} `{p['dataset']}` test images of distinct "
+            f"classes that both the student and the teacher classify correctly and confidently, shown at "
+            f"{any_m['image_size']} px. For each cell's class prompt, the score is the share of positive "
+            f"(box-smoothed, k = {any_m['smooth']}) attribution inside that cell; chance is "
+            f"{100 * any_m['chance']:.0f} %. The B-cos student explains itself; the post-hoc methods explain "
+            "the plain teacher on the same grids.", "", f"![pointing game]({p['files']['chart']})", ""] \
+        + _table(["method", "mean (%)", "std", "median", "cells"], rows) \
+        + ["", "The first grid, one row per method (yellow: the cell of the prompt's class):", "",
+           f"![pointing examples]({p['files']['examples']})", ""]
+
+
+def _compare(s: Dict[str, Any]) -> List[str]:
+    c = s["compare"]
+    groups = list(c["chance"])
+    head = ["model", "loss", "steps", "train min"] + [f"{g} (%)" for g in groups] + \
+        [f"retention {g}" for g in groups]
+    rows = []
+    for r in c["rows"]:
+        rows.append([r["label"], r.get("loss") or "–", str(r.get("steps") or "–"), _num(r.get("train_min"), ".1f")]
+                    + [_pct(r["groups"].get(g)) for g in groups]
+                    + [_num(r["retention"].get(g), ".2f") if r.get("retention") else "–" for g in groups])
+    return ["## 6. Three distillation losses on the same world", "",
+            "`text_kd` (default): KL between the softmaxes of student and teacher cosines to the batch's "
+            "captions (temperature T); `siglip`: the paper's sigmoid loss between student and teacher image "
+            "embeddings; `cosine`: 1 - cos(student, teacher). Same teacher, data and optimiser"
+            + (f"; the comparison students ran {c['steps']} steps" if c.get("steps") else "") + ".", ""] \
+        + _table(head, rows) + ["", f"![loss comparison]({c['files']['chart']})", "",
+                                f"![training losses]({c['files']['curves']})", ""]
+
+
+def _timing(s: Dict[str, Any]) -> List[str]:
+    rows = [[t["name"], "reused" if t["cached"] else f"{t['wall_s']:.1f}", "–" if t["cached"] else f"{t['cpu_s']:.1f}"]
+            for t in s["timing"]["stages"]]
+    return ["## Stage times", ""] + _table(["stage", "wall (s)", "CPU (s)"], rows) + [
+        "", "Every number above is also in `summary.json`; a second run reuses the world, the teacher and every "
+        "stage whose inputs are unchanged (markers in `stages/`).", ""]
+
+
+def render_report(s: Dict[str, Any]) -> str:
+    """The markdown of ``report.md`` from a demo summary."""
+    parts = [_intro(s), _targets(s), _world(s), _models(s), _eval(s), _explain(s), _pointing(s), _compare(s),
+             _timing(s)]
+    return "\n".join(line for part in parts for line in part)
+
+
+def write_report(s: Dict[str, Any], out_dir: Path) -> Path:
+    path = Path(out_dir) / "report.md"
+    path.write_text(render_report(s), encoding="utf-8")
+    return path

@@ -1,0 +1,123 @@
+"""Stages of the demo: run once, reuse while their inputs are unchanged, and time every run.
+
+A stage writes ``<output>/stages/<name>.json`` with its arguments (everything that decides its result,
+including digests of what earlier stages produced), its JSON result and its wall / CPU seconds. The
+next run with equal arguments returns the stored result instead of running again; different arguments
+(or a missing or incomplete marker) clear the stage's folders and run it afresh.
+
+Example::
+
+    stages = StageRunner(Path("demo_out"))
+    result = stages.run("distill_text_kd", {"steps": 300, "teacher": digest}, train_it,
+                        clear=[Path("demo_out/students/text_kd")])
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+STAGES_DIR = "stages"
+STAGE_VERSION = 1
+
+
+def canonical(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples -> lists, paths -> str), for exact comparisons."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 (first 16 hex digits) of a file, or of every file under a folder (names included)."""
+    h = hashlib.sha256()
+    paths = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for p in paths:
+        h.update(str(p.relative_to(path) if Path(path).is_dir() else p.name).encode())
+        with open(p, "rb") as fh:
+            while True:
+                block = fh.read(chunk)
+                if not block:
+                    break
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (shard writers, data workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class StageTiming:
+    """One stage of this run: wall and CPU seconds of the work (0 when reused), and whether reused."""
+
+    name: str
+    wall_s: float
+    cpu_s: float
+    cached: bool
+
+
+@dataclass
+class StageRunner:
+    """Runs named stages under ``root`` with markers in ``root/stages``; collects their timings."""
+
+    root: Path
+    timings: List[StageTiming] = field(default_factory=list)
+
+    def marker(self, name: str) -> Path:
+        return Path(self.root) / STAGES_DIR / f"{name}.json"
+
+    def cached(self, name: str, args: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The stored marker of ``name`` when it completed with exactly ``args``, else None."""
+        path = self.marker(name)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if data.get("version") != STAGE_VERSION or data.get("status") != "complete":
+            return None
+        return data if data.get("args") == canonical(args) else None
+
+    def run(self, name: str, args: Dict[str, Any], fn: Callable[[], Dict[str, Any]],
+            clear: Sequence[Path] = ()) -> Dict[str, Any]:
+        """``fn()`` (a JSON-able dict) unless a complete marker with the same ``args`` exists.
+
+        Folders in ``clear`` are removed before a fresh run (stale results of other arguments).
+        """
+        hit = self.cached(name, args)
+        if hit is not None:
+            log.info("stage %s: reusing the result of a previous run (%s)", name, self.marker(name))
+            self.timings.append(StageTiming(name, 0.0, 0.0, True))
+            return hit["result"]
+        for folder in clear:
+            if Path(folder).exists():
+                log.info("stage %s: inputs changed, removing %s", name, folder)
+                shutil.rmtree(folder)
+        path = self.marker(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"version": STAGE_VERSION, "status": "running", "args": canonical(args)}))
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        result = canonical(fn())
+        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+        self.timings.append(StageTiming(name, round(wall, 2), round(cpu, 2), False))
+        path.write_text(json.dumps({"version": STAGE_VERSION, "status": "complete", "args": canonical(args),
+                                    "result": result, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)},
+                                   indent=1))
+        log.info("stage %s: done in %.1f s (CPU %.1f s)", name, wall, cpu)
+        return result
+
+    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` with its own caching (world, teacher): time it, record it, return its value."""
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        value = fn()
+        self.timings.append(StageTiming(name, round(time.perf_counter() - wall, 2),
+                                        round(cpu_seconds() - cpu, 2), False))
+        return value
