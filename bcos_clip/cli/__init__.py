@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 # One module per subcommand, imported lazily so `bcos-clip X --help` stays quick.
-SUBCOMMANDS = ("bcosify", "eval", "report", "train", "serve", "import-official", "export", "explain", "localize", "bench")
+SUBCOMMANDS = ("bcosify", "eval", "report", "train", "serve", "import-official", "export", "explain", "localize", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
