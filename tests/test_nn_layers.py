@@ -143,3 +143,25 @@ def test_dynamic_replay_requires_record():
     with pytest.raises(RuntimeError, match="no recorded factor"):
         with bnn.dynamic_mode(lin, "replay"):
             lin(torch.zeros(1, 4))
+
+
+def test_uncentered_batchnorm_fast_training_path_matches_formula_float64():
+    from bcos_clip.nn.fused import fast_path
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    outs = {}
+    for fast in (True, False):
+        bn = bnn.UncenteredBatchNorm2d(4).double().train()
+        with torch.no_grad():
+            bn.weight.copy_(torch.tensor([0.6, 0.9, 1.2, 1.4], dtype=torch.float64))
+        with fast_path(fast):
+            y = bn(x)
+            g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+            gx, gw = torch.autograd.grad(y, (x, bn.weight), g)
+        outs[fast] = (y.detach(), gx, gw, bn.running_var.clone())
+    for a, b in zip(outs[True], outs[False]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    bn = bnn.UncenteredBatchNorm2d(4).double().train()
+    assert torch.autograd.gradcheck(lambda t, w: bnn.norms._UncenteredBNTrain.apply(t, w, 1e-5)[0],
+                                    (x, bn.weight.detach().clone().requires_grad_(True)))

@@ -7,6 +7,35 @@ import torch
 from torch import nn
 
 from bcos_clip.nn.dynamic import DynamicModule
+from bcos_clip.nn.functional import _acc
+from bcos_clip.nn.fused import fast_path_enabled
+
+
+class _UncenteredBNTrain(torch.autograd.Function):
+    """Training-mode uncentered BN, y = x * gamma / sqrt(var_batch + eps), saving only x and per-channel
+    statistics (autograd of the formula keeps an fp32 copy of every activation for the variance).
+
+    Backward, with s = gamma * r, r = (var + eps)^-1/2, A = sum_{n,h,w} g * x (per channel), M = N*H*W:
+    dL/dx = g * s - A * gamma * r^3 * (x - mu) / M and dL/dgamma = A * r.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float):  # type: ignore[override]
+        var, mean = torch.var_mean(_acc(x), dim=(0, 2, 3), correction=0)
+        r = torch.rsqrt(var + eps)
+        ctx.save_for_backward(x, weight, mean, r)
+        return x * (_acc(weight) * r).to(x.dtype)[None, :, None, None], var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor, _gvar: torch.Tensor):  # type: ignore[override]
+        x, weight, mean, r = ctx.saved_tensors
+        m = x.numel() / x.shape[1]
+        gamma, g32, x32 = _acc(weight), _acc(g), _acc(x)
+        a = (g32 * x32).sum(dim=(0, 2, 3))
+        gx = (g32 * (gamma * r)[None, :, None, None]
+              - (a * gamma * r.pow(3) / m)[None, :, None, None] * (x32 - mean[None, :, None, None]))
+        return gx.to(x.dtype), (a * r).to(weight.dtype), None
 
 
 class UncenteredBatchNorm2d(nn.Module):
@@ -39,18 +68,25 @@ class UncenteredBatchNorm2d(nn.Module):
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel multiplier gamma / sqrt(var + eps), shape (C,)."""
         if self.training:
-            var = x.float().var(dim=(0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                n = x.numel() / x.shape[1]
-                unbiased = var * (n / max(n - 1.0, 1.0))
-                m = 0.1 if self.momentum is None else self.momentum
-                self.running_var.mul_(1.0 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+            var = _acc(x).var(dim=(0, 2, 3), unbiased=False)
+            self._update_running_var(var, x)
         else:
-            var = self.running_var.float()
-        return self.weight.float() * torch.rsqrt(var + self.eps)
+            var = _acc(self.running_var)
+        return _acc(self.weight) * torch.rsqrt(var + self.eps)
+
+    def _update_running_var(self, var: torch.Tensor, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            n = x.numel() / x.shape[1]
+            m = 0.1 if self.momentum is None else self.momentum
+            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
+            self.running_var.mul_(1.0 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x * self.scale(x).to(x.dtype)[None, :, None, None]
+        if self.training and fast_path_enabled() and not torch.compiler.is_compiling():
+            y, var = _UncenteredBNTrain.apply(x, self.weight, self.eps)
+            self._update_running_var(var, x)
+        else:  # the reference formula (also what torch.compile sees)
+            y = x * self.scale(x).to(x.dtype)[None, :, None, None]
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)[None, :, None, None]
         return y
