@@ -8,8 +8,8 @@ and for a new set of 16 prompts on the same images:
   build     image_contributions(): D Jacobian rows once (a server does this once per image)
   cached    ImageContributions.explain(16 new prompts): one einsum
   fresh     explain() of the same 16 prompts from scratch
-Ratios are printed as separate / batched etc. Durations are medians over --repeats runs, each
-measurement after an untimed warm-up call.
+Ratios are printed as separate / batched etc. Durations are medians over at least --repeats runs (short
+calls: until 2 s were spent), each measurement after an untimed warm-up call.
 
     python benchmarks/bench_explain.py --quick                  # CPU, tiny RN (64 px), N = 2
     python benchmarks/bench_explain.py --device cuda            # RN50 at 224 px, N = 8, random weights
@@ -58,12 +58,13 @@ def check_model(model, images: torch.Tensor) -> None:
 
 
 def timer(fn: Callable[[], object], device: torch.device, repeats: int,
-          warmup: Callable[[], object] | None = None) -> float:
+          warmup: Callable[[], object] | None = None, min_time: float = 2.0, max_runs: int = 50) -> float:
     """Median wall time of fn() in seconds (CUDA synchronised), after one untimed warm-up call of
-    `warmup` (default fn): the first batched backward of a new batch size is slow (vmap set-up)."""
+    `warmup` (default fn): the first batched backward of a new batch size is slow (vmap set-up).
+    Runs at least `repeats` times and, for short calls, until `min_time` seconds were spent."""
     (warmup or fn)()
-    times = []
-    for _ in range(repeats):
+    times: List[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < max_runs):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def bench_cache(model, images, repeats: int) -> Dict[str, float]:
     text = F.normalize(torch.randn(16, model.embed_dim, device=device), dim=-1)
     build = timer(lambda: image_contributions(model, images), device, repeats)
     cache = image_contributions(model, images)
-    cached = timer(lambda: cache.explain(text), device, max(repeats, 5))
+    cached = timer(lambda: cache.explain(text), device, repeats)
     fresh = timer(lambda: explain(model, images, text, method="prompts"), device, repeats)
     err = float((cache.explain(text).contributions - explain(model, images, text).contributions).abs().max())
     return {"build_s": build, "cached_16_s": cached, "fresh_16_s": fresh, "fresh_over_cached": fresh / cached,
@@ -129,7 +130,7 @@ def main(argv: List[str] | None = None) -> int:
     explain(model, images, torch.randn(4, model.embed_dim, device=device))  # warm-up (vmap, kernels)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {name}; model {'tiny RN 64 px' if args.quick else 'RN50 224 px'} (D = {model.embed_dim}); "
-          f"N = {n} images; median of {args.repeats}")
+          f"N = {n} images; medians of >= {args.repeats} runs")
     rows = bench_prompts(model, images, args.ks, args.repeats, args.max_separate)
     print(f"{'K':>5} {'separate s':>11} {'batched s':>10} {'auto s':>8} {'auto path':>9} "
           f"{'sep/batched':>11} {'sep/auto':>9}")
