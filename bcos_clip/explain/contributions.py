@@ -25,7 +25,8 @@ from typing import List, Optional, Sequence
 import torch
 
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.jacobian import batched_grads, encode_input, project, require_bcos, tower_pass
+from bcos_clip.explain.jacobian import (batched_grads, encode_input, no_tf32, project, require_bcos,
+                                       tower_pass)
 from bcos_clip.explain.prompts import check_text_for_images
 from bcos_clip.models import BcosCLIP
 
@@ -114,6 +115,7 @@ def _one_chunk(model: BcosCLIP, images: torch.Tensor, d_chunk: int, keep_weights
                               images=x6.detach()[:, :3], weights=weights)
 
 
+@no_tf32()
 def image_contributions(model: BcosCLIP, images: torch.Tensor, *, d_chunk: int = 64,
                         n_chunk: Optional[int] = None, keep_weights: bool = False) -> ImageContributions:
     """Build the contribution tensor of N images. images: (N, 3, H, W) in [0, 1] (or (N, 6, H, W)).

@@ -18,7 +18,8 @@ import torch
 
 from bcos_clip.explain.contributions import image_contributions
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.jacobian import batched_grads, encode_input, project, require_bcos, tower_pass
+from bcos_clip.explain.jacobian import (batched_grads, encode_input, no_tf32, project, require_bcos,
+                                       tower_pass)
 from bcos_clip.explain.prompts import (Prompts, Templates, check_text_for_images, prompt_embeddings,
                                        resolve_templates)
 from bcos_clip.models import BcosCLIP
@@ -60,6 +61,7 @@ def _cat(parts: List[Dict[str, Optional[torch.Tensor]]], key: str) -> Optional[t
     return torch.cat([p[key] for p in parts]) if len(parts) > 1 else parts[0][key]
 
 
+@no_tf32()
 def explain(model: BcosCLIP, images: torch.Tensor, prompts: Prompts, templates: Templates = None, *,
             return_weights: bool = False, k_chunk: int = 64, method: str = "auto",
             n_chunk: Optional[int] = None) -> Explanation:

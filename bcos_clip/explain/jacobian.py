@@ -11,6 +11,8 @@ Prompts path: y = u @ T^T (K rows). Basis path: y = u itself (D rows, the embedd
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Iterator, Tuple
 
 import torch
@@ -31,6 +33,19 @@ def require_bcos(model: object) -> BcosCLIP:
                         "CLIP use the post-hoc baselines (bcos_clip.explain.baselines.BASELINES, "
                         "`bcos-clip localize --method gradcam`)")
     return model
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Full fp32 matmuls / convolutions on CUDA while explaining: TF32 rounds at ~1e-3, beyond the
+    completeness tolerance (contributions + bias = score). Restored on exit. Usable as a decorator."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def encode_input(images: torch.Tensor) -> torch.Tensor:
