@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -186,3 +185,31 @@ def test_quick_demo_end_to_end(tmp_path):
     again = run_demo(DemoConfig(output=str(out), quick=True))
     assert all(t["cached"] for t in again["timing"]["stages"] if t["name"] not in ("world", "teacher"))
     assert again["zeroshot"] == s["zeroshot"]
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    import os
+
+    from bcos_clip.apps.demo_config import default_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert default_threads() == cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 5.0, 0.0, 0.0))
+    assert default_threads() == 1
+
+
+def test_timed_stage_notices_reuse_by_its_output_file(tmp_path):
+    runner = StageRunner(tmp_path)
+    out = tmp_path / "w.json"
+
+    def build(write: bool):
+        if write or not out.exists():
+            out.write_text("x")
+        return 7
+
+    assert runner.timed("world", lambda: build(True), output=out) == 7
+    assert runner.timed("world", lambda: build(False), output=out) == 7
+    first, second = runner.timings
+    assert not first.cached and second.cached
+    assert (second.wall_s, second.cpu_s) == (first.wall_s, first.cpu_s)  # the times of the run that built it

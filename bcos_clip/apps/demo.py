@@ -27,7 +27,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from bcos_clip.apps.demo_config import DemoConfig, load_settings
+from bcos_clip.apps.demo_config import DemoConfig, default_threads, load_settings
 from bcos_clip.apps.demo_eval import DemoModel, evaluate_model, group_means, suite_for
 from bcos_clip.apps.demo_explain import explain_figures
 from bcos_clip.apps.demo_figures import loss_chart, loss_curves, pointing_chart, world_samples
@@ -124,8 +124,10 @@ def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[s
 def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -> None:
     fig = out / "figures"
     s["files"]["world_samples"] = f"figures/{world_samples(cfg.seed, world.image_size, fig / 'world_samples.png').name}"
-    chance_pg = next(iter(s["pointing"]["methods"].values()))["chance"]
-    s["pointing"]["files"]["chart"] = f"figures/{pointing_chart(s['pointing']['methods'], fig / 'pointing.png', chance_pg).name}"
+    if s["pointing"]["methods"]:
+        chance_pg = next(iter(s["pointing"]["methods"].values()))["chance"]
+        chart = pointing_chart(s["pointing"]["methods"], fig / "pointing.png", chance_pg)
+        s["pointing"]["files"]["chart"] = f"figures/{chart.name}"
     rows = {r["label"]: r["groups"] for r in s["compare"]["rows"]}
     s["compare"]["files"] = {
         "chart": f"figures/{loss_chart(rows, s['compare']['chance'], fig / 'loss_comparison.png').name}",
@@ -189,13 +191,15 @@ def _world_marker(world: WorldPaths) -> Dict[str, Any]:
 def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     """Run (or resume) the demo into ``cfg.output``; returns the summary also written to summary.json."""
     settings = load_settings(cfg)
-    torch.set_num_threads(cfg.threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(cfg.threads or default_threads())
+    log.info("demo: %d torch threads on %s CPU cores", torch.get_num_threads(), os.cpu_count())
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     runner, wall0, cpu0 = StageRunner(out), time.perf_counter(), cpu_seconds()
-    world = runner.timed("world", lambda: _world(cfg, settings, out))
+    world = runner.timed("world", lambda: _world(cfg, settings, out), output=out / "world" / "world.json")
     teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],
-                                                             cfg.seed, cfg.quick))
+                                                             cfg.seed, cfg.quick),
+                           output=out / "teacher" / f"teacher_{cfg.arch}.pt")
     bcosified = _bcosified(runner, teacher, out, float(settings["distill"].get("bcos_b", 2.0)))
     students = _students(runner, cfg, settings, world, teacher, out)
     main = settings["distill"].get("loss", "text_kd")
@@ -207,7 +211,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     s["compare"]["rows"] = _compare_rows(results, students, main, s["compare"]["chance"], stage_wall)
     rep = build_report(out / "eval" / "results", out / "eval", models=["teacher", "student"])
     s["eval_report"] = {"markdown": rep.markdown.read_text(encoding="utf-8"), "csv": "eval/report.csv",
-                        "plot": f"eval/{rep.plot.name}"}
+                        "plot": f"eval/{rep.plot.name}", "results_dir": str(out / "eval" / "results")}
     _figures(out, world, cfg, s)
     s["targets"] = check_targets(s)
     s["timing"] = {"wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu_seconds() - cpu0, 2),

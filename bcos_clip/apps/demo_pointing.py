@@ -17,7 +17,7 @@ from PIL import Image
 from bcos_clip.data.benchmark_wds import open_wds_benchmark
 from bcos_clip.data.shapes_writer import WorldPaths
 from bcos_clip.explain.localization import collect_confident
-from bcos_clip.explain.pointing import PointingGameResult, grid_pointing_game
+from bcos_clip.explain.pointing import PointingGameResult, grid_pointing_game, select_confident
 from bcos_clip.explain.pointing_report import example_picture
 from bcos_clip.explain.prompts import prompt_embeddings
 from bcos_clip.explain.sheet import captioned, vstack
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 STUDENT_METHOD = "bcos"
 
 
-def confident_pool(student: torch.nn.Module, teacher: torch.nn.Module, world: WorldPaths,
-                   settings: Dict[str, Any]) -> Dict[str, Any]:
+def confident_pool(student: torch.nn.Module, world: WorldPaths, settings: Dict[str, Any]) -> Dict[str, Any]:
     """Read the pointing dataset's test split and keep up to ``per_class`` images per class that the
     student classifies correctly and confidently. Returns {"pool": {class: (M, 3, H, W) uint8},
     "classnames", "templates"}; the teacher's confidence is checked later by the game itself."""
@@ -43,6 +42,21 @@ def confident_pool(student: torch.nn.Module, teacher: torch.nn.Module, world: Wo
                              int(settings.get("per_class") or 8), threshold=float(settings.get("threshold", 0.5)))
     return {"pool": pool, "classnames": list(bench.classnames), "templates": list(bench.templates),
             "dataset": name}
+
+
+def joint_pool(data: Dict[str, Any], models: Sequence[torch.nn.Module], threshold: float) -> Dict[int, torch.Tensor]:
+    """The pool's images that every model classifies correctly and confidently, by class (empty classes
+    dropped); the game selects the same way, so this tells beforehand whether a grid can be drawn."""
+    out = {}
+    for c, images in data["pool"].items():
+        keep = torch.ones(len(images), dtype=torch.bool)
+        for m in models:
+            device = next(m.parameters()).device
+            text = prompt_embeddings(m, data["classnames"], data["templates"], device)
+            keep &= select_confident(m, images, torch.full((len(images),), c), text, threshold)
+        if bool(keep.any()):
+            out[c] = images[keep]
+    return out
 
 
 def _play(model: torch.nn.Module, other: torch.nn.Module, data: Dict[str, Any], method: str,
@@ -84,7 +98,14 @@ def pointing_game(student: torch.nn.Module, teacher: torch.nn.Module, world: Wor
     Returns {"dataset", "methods": {name: summary}, "files": {"examples": ...}}; method names are
     ``bcos (student)`` style labels in ``label`` fields, keys are the attribution names.
     """
-    data = confident_pool(student, teacher, world, settings)
+    data = confident_pool(student, world, settings)
+    grid = int(settings.get("grid") or 3)
+    data["pool"] = joint_pool(data, [student, teacher], float(settings.get("threshold", 0.5)))
+    if len(data["pool"]) < grid * grid:
+        reason = (f"only {len(data['pool'])} classes of {data['dataset']} have test images that both models "
+                  f"classify correctly and confidently; a {grid}x{grid} grid needs {grid * grid}")
+        log.warning("pointing game skipped: %s", reason)
+        return {"dataset": data["dataset"], "skipped": reason, "methods": {}, "files": {}}
     baselines = list(settings.get("baselines") or [])
     results, labels, methods = [], [], {}
     res = _play(student, teacher, data, STUDENT_METHOD, settings, seed)

@@ -47,6 +47,10 @@ def check_targets(s: Dict[str, Any]) -> List[Dict[str, Any]]:
                      "value": "–" if value is None else f"{value:.3f}", "goal": f">= {RETENTION_MIN}",
                      "met": value is not None and value >= RETENTION_MIN})
     pg = s.get("pointing", {}).get("methods", {})
+    if s.get("pointing", {}).get("skipped"):
+        rows.append({"target": "pointing game: student vs best post-hoc baseline on the teacher",
+                     "value": "not played: " + s["pointing"]["skipped"], "goal": "student > every baseline",
+                     "met": False})
     if pg:
         student = pg["bcos"]["mean"]
         best = max((m for m in pg if m != "bcos"), key=lambda m: pg[m]["mean"], default=None)
@@ -55,6 +59,11 @@ def check_targets(s: Dict[str, Any]) -> List[Dict[str, Any]]:
                          "value": f"{100 * student:.1f} % vs {100 * pg[best]['mean']:.1f} % ({best})",
                          "goal": "student > every baseline", "met": student > pg[best]["mean"]})
     return rows
+
+
+def duration(seconds: float) -> str:
+    """"42 s" under two minutes, else "3.4 min"."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _pct(v: Optional[float]) -> str:
@@ -79,9 +88,10 @@ def _intro(s: Dict[str, Any]) -> List[str]:
         "its image tower B-cosified and distilled back to the teacher, both evaluated on tasks that mirror "
         "CLIP_benchmark's natural / specialized / structured groups, and the student's explanations shown and "
         "scored.", "",
-        f"Machine: {s['machine']['cpus']} CPU cores, {s['machine']['torch_threads']} torch threads, "
-        f"torch {s['machine']['torch']}. Total time: **{t['wall_s'] / 60:.1f} min** wall, "
-        f"{t['cpu_s'] / 60:.1f} min CPU" + (" (stages reused from an earlier run are not counted)"
+        f"Machine: {s['machine']['cpus']} CPU cores (torch threads: {s['machine']['torch_threads']}), "
+        f"torch {s['machine']['torch']}. This run took **{duration(t['wall_s'])}** wall, "
+        f"{duration(t['cpu_s'])} CPU" + (f"; it reused {sum(x['cached'] for x in t['stages'])} stages of an "
+                                             "earlier run (their times, in the last table, are from that run)"
                                              if any(x["cached"] for x in t["stages"]) else "") + ".", ""]
 
 
@@ -116,7 +126,7 @@ def _models(s: Dict[str, Any]) -> List[str]:
 
 
 def _eval(s: Dict[str, Any]) -> List[str]:
-    body = s["eval_report"]["markdown"].splitlines()
+    body = s["eval_report"]["markdown"].replace(s["eval_report"]["results_dir"], "eval/results").splitlines()
     body = [("#" + line) if line.startswith("## ") else line for line in body[1:]]  # drop its title
     return ["## 3. Benchmark tables (zero-shot, linear probe, retrieval)", "",
             "From `bcos_clip.evaluation.build_report` over `eval/results/` (also as `eval/report.csv`):", ""] \
@@ -134,15 +144,20 @@ def _explain(s: Dict[str, Any]) -> List[str]:
             "", f"![colour explanations]({e['files']['colour']})", "",
             "The same contributions as a heat map (red: raises the cosine, blue: lowers it):", "",
             f"![contribution maps]({e['files']['heatmap']})", "",
-            "Scenes: " + "; ".join(f"{i + 1}: {n} (best prompt: *{p}*)" for i, (n, p) in
-                                    enumerate(zip(e["scenes"], e["top_prompt"]))) + ".", "",
-            f"Completeness (sum of contributions + bias = cosine): largest error {comp['max_abs_error']:.2e}, "
-            f"{comp['max_error_over_tolerance']:.3f} of the tolerance 1e-6 + 1e-4 |cos|.", "",
-            f"![best prompt of scene 1]({e['files']['pairs'][0]})", ""]
+            "A prompt that names an object of the scene should light up that object and little else; "
+            "prompts for absent objects get lower cosines. Scenes: "
+            + "; ".join(f"{i + 1}: {n} (highest cosine: *{p}*)" for i, (n, p) in
+                        enumerate(zip(e["scenes"], e["top_prompt"]))) + ".", "",
+            f"Completeness (sum of contributions + bias = cosine, checked for every panel): largest error "
+            f"{comp['max_abs_error']:.2e}, {comp['max_error_over_tolerance']:.3f} of the tolerance "
+            "1e-6 + 1e-4 |cos|.", "", "Each scene with its highest-cosine prompt: image, colour explanation, "
+            "contribution overlay:", ""] + [f"![scene {i + 1}]({p})" for i, p in enumerate(e["files"]["pairs"])] + [""]
 
 
 def _pointing(s: Dict[str, Any]) -> List[str]:
     p = s["pointing"]
+    if p.get("skipped"):
+        return ["## 5. Grid pointing game", "", f"Not played: {p['skipped']}.", ""]
     any_m = next(iter(p["methods"].values()))
     rows = [[m["label"], _pct(m["mean"]), _pct(m["std"]), _pct(m["median"]), str(m["n_cells"])]
             for m in p["methods"].values()]
@@ -178,9 +193,9 @@ def _compare(s: Dict[str, Any]) -> List[str]:
 
 
 def _timing(s: Dict[str, Any]) -> List[str]:
-    rows = [[t["name"], "reused" if t["cached"] else f"{t['wall_s']:.1f}", "–" if t["cached"] else f"{t['cpu_s']:.1f}"]
+    rows = [[t["name"], f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", "reused" if t["cached"] else "ran"]
             for t in s["timing"]["stages"]]
-    return ["## Stage times", ""] + _table(["stage", "wall (s)", "CPU (s)"], rows) + [
+    return ["## Stage times", ""] + _table(["stage", "wall (s)", "CPU (s)", "this run"], rows) + [
         "", "Every number above is also in `summary.json`; a second run reuses the world, the teacher and every "
         "stage whose inputs are unchanged (markers in `stages/`).", ""]
 

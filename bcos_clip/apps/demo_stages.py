@@ -57,7 +57,8 @@ def cpu_seconds() -> float:
 
 @dataclass
 class StageTiming:
-    """One stage of this run: wall and CPU seconds of the work (0 when reused), and whether reused."""
+    """One stage: wall and CPU seconds of its work (for a reused stage: of the run that produced it),
+    and whether this run reused it."""
 
     name: str
     wall_s: float
@@ -95,7 +96,7 @@ class StageRunner:
         hit = self.cached(name, args)
         if hit is not None:
             log.info("stage %s: reusing the result of a previous run (%s)", name, self.marker(name))
-            self.timings.append(StageTiming(name, 0.0, 0.0, True))
+            self.timings.append(StageTiming(name, float(hit.get("wall_s", 0.0)), float(hit.get("cpu_s", 0.0)), True))
             return hit["result"]
         for folder in clear:
             if Path(folder).exists():
@@ -114,10 +115,33 @@ class StageRunner:
         log.info("stage %s: done in %.1f s (CPU %.1f s)", name, wall, cpu)
         return result
 
-    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn()`` with its own caching (world, teacher): time it, record it, return its value."""
+    def timed(self, name: str, fn: Callable[[], Any], output: Optional[Path] = None) -> Any:
+        """Run ``fn()``, which caches by itself (world, teacher): time it, record it, return its value.
+
+        ``output``: a file ``fn`` rewrites whenever it does the work; unchanged = reused.
+        """
+        before = _mtime(output)
         wall, cpu = time.perf_counter(), cpu_seconds()
         value = fn()
-        self.timings.append(StageTiming(name, round(time.perf_counter() - wall, 2),
-                                        round(cpu_seconds() - cpu, 2), False))
+        wall, cpu = round(time.perf_counter() - wall, 2), round(cpu_seconds() - cpu, 2)
+        reused = before is not None and before == _mtime(output)
+        marker = self.marker(name)
+        if reused:  # report the times of the run that did the work, when known
+            try:
+                data = json.loads(marker.read_text())
+                wall, cpu = float(data["wall_s"]), float(data["cpu_s"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        else:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"version": STAGE_VERSION, "status": "complete", "wall_s": wall,
+                                          "cpu_s": cpu}))
+        self.timings.append(StageTiming(name, wall, cpu, reused))
         return value
+
+
+def _mtime(path: Optional[Path]) -> Optional[int]:
+    try:
+        return Path(path).stat().st_mtime_ns if path is not None else None
+    except OSError:
+        return None

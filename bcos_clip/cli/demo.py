@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="teacher image tower: rn (tiny ModifiedResNet, default) or vit (tiny ViT)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the teacher and the students")
     p.add_argument("--settings", default=None, help="a demo settings YAML (default: the shipped configs/demo.yaml)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     p.set_defaults(func=run, output="demo_out")
 
@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.apps.demo import run_demo
     from bcos_clip.apps.demo_config import DemoConfig
+    from bcos_clip.apps.demo_report import duration
 
     cfg = DemoConfig(output=args.output or "demo_out", quick=args.quick, arch=args.arch, seed=args.seed,
                      settings=args.settings, threads=args.threads, device=args.device)
@@ -43,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     for row in summary["targets"]:
         print(f"{'ok  ' if row['met'] else 'MISS'} {row['target']}: {row['value']} (goal {row['goal']})")
     t = summary["timing"]
-    print(f"report: {cfg.output}/report.md  ({t['wall_s'] / 60:.1f} min wall, {t['cpu_s'] / 60:.1f} min CPU)")
+    print(f"report: {cfg.output}/report.md  ({duration(t['wall_s'])} wall, {duration(t['cpu_s'])} CPU)")
     return 0
