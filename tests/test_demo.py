@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
 
 from bcos_clip.apps.demo_config import DemoConfig, deep_merge, load_settings
@@ -176,6 +177,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert set(summary["pointing"]["methods"]) == {"bcos", "gradient", "input_x_gradient",
                                                    "integrated_gradients", "gradcam"}
     assert {r["loss"] for r in summary["compare"]["rows"] if r.get("loss")} == {"text_kd", "siglip", "cosine"}
+    assert set(summary["pointing_losses"]["methods"]) == {"student", "student_siglip", "student_cosine"}
     for ds, acc in summary["zeroshot"]["teacher"].items():
         assert 0.0 <= acc <= 1.0, ds
     from bcos_clip import load
@@ -213,3 +215,18 @@ def test_timed_stage_notices_reuse_by_its_output_file(tmp_path):
     first, second = runner.timings
     assert not first.cached and second.cached
     assert (second.wall_s, second.cpu_s) == (first.wall_s, first.cpu_s)  # the times of the run that built it
+
+
+def test_paired_difference_on_the_same_grids():
+    from bcos_clip.apps.demo_pointing import paired
+    from bcos_clip.explain.pointing import PointingGameResult
+
+    def result(scores):
+        t = torch.tensor(scores)
+        return PointingGameResult(scores=t, classes=torch.zeros_like(t, dtype=torch.long), classnames=["a"],
+                                  method="m", grid=2, size=64, smooth=9, n_candidates=8)
+
+    d = paired(result([[1.0, 1.0], [0.5, 0.5], [0.2, 0.2]]), result([[0.5, 0.5], [0.5, 0.5], [0.4, 0.4]]))
+    assert d["mean"] == pytest.approx((0.5 + 0.0 - 0.2) / 3)
+    assert d["wins"] == pytest.approx(1 / 3)
+    assert d["sem"] > 0

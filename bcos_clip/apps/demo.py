@@ -31,7 +31,7 @@ from bcos_clip.apps.demo_config import DemoConfig, default_threads, load_setting
 from bcos_clip.apps.demo_eval import DemoModel, evaluate_model, group_means, suite_for
 from bcos_clip.apps.demo_explain import explain_figures
 from bcos_clip.apps.demo_figures import loss_chart, loss_curves, pointing_chart, world_samples
-from bcos_clip.apps.demo_pointing import pointing_game
+from bcos_clip.apps.demo_pointing import pointing_game, students_game
 from bcos_clip.apps.demo_report import check_targets, group_chance, retention, write_report
 from bcos_clip.apps.demo_stages import StageRunner, cpu_seconds, file_digest
 from bcos_clip.apps.demo_train import distill_config, distill_stage, read_metrics, teacher_log, teacher_paths
@@ -106,7 +106,8 @@ def _zeroshot_table(results: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, f
 
 
 def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[str, Any]], main: str,
-                  chance: Dict[str, float], timings: Dict[str, float]) -> List[Dict[str, Any]]:
+                  chance: Dict[str, float], timings: Dict[str, float],
+                  pointing: Dict[str, Any]) -> List[Dict[str, Any]]:
     teacher = group_means(results["teacher"], ZERO_SHOT)
     rows = [{"label": "teacher (plain CLIP)", "groups": teacher}]
     rows.append({"label": "B-cosified, not distilled", "groups": group_means(results["bcosified"], ZERO_SHOT),
@@ -116,7 +117,8 @@ def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[s
         label = "student" if loss == main else f"student_{loss}"
         means = group_means(results[label], ZERO_SHOT)
         rows.append({"label": f"B-cos student ({loss})", "loss": loss, "steps": s["steps"], "groups": means,
-                     "final_loss": s.get("final_loss"), "train_min": timings.get(f"distill_{loss}", 0.0) / 60 or None,
+                     "final_loss": s.get("final_loss"), "train_cpu_min": timings.get(f"distill_{loss}", 0.0) / 60 or None,
+                     "pointing": (pointing.get("methods", {}).get(label) or {}).get("mean"),
                      "retention": {g: retention(v, teacher[g], chance[g]) for g, v in means.items()}})
     return rows
 
@@ -137,6 +139,7 @@ def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -
 def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
                        models: List[DemoModel], out: Path) -> Dict[str, Any]:
     teacher_m, student_m = models[0], models[1]
+    students = [m for m in models if m.kind == "student"]
     explain_args = {"student": student_m.digest, "settings": settings["explain"], "seed": cfg.seed}
     point_args = {"student": student_m.digest, "teacher": teacher_m.digest, "settings": settings["pointing"],
                   "seed": cfg.seed, "world": str(world.root)}
@@ -152,7 +155,10 @@ def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str,
     pointed = runner.run("pointing", point_args, lambda: pointing_game(
         get(student_m), get(teacher_m), world, out / "pointing", settings["pointing"], cfg.seed),
         clear=[out / "pointing"])
-    return {"explain": explained, "pointing": pointed}
+    per_loss = runner.run("pointing_losses", {**point_args, "students": [m.digest for m in students]},
+                          lambda: students_game({m.label: get(m) for m in students}, get(teacher_m), world,
+                                                settings["pointing"], cfg.seed))
+    return {"explain": explained, "pointing": pointed, "pointing_losses": per_loss}
 
 
 def _machine() -> Dict[str, Any]:
@@ -207,8 +213,9 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     results = _evaluate(runner, models, world, settings, out, cfg.device)
     s = _summary(cfg, settings, world, teacher, students, results)
     s.update(_explain_and_point(runner, cfg, settings, world, models, out))
-    stage_wall = {t.name: t.wall_s for t in runner.timings}
-    s["compare"]["rows"] = _compare_rows(results, students, main, s["compare"]["chance"], stage_wall)
+    stage_cpu = {t.name: t.cpu_s for t in runner.timings}
+    s["compare"]["rows"] = _compare_rows(results, students, main, s["compare"]["chance"], stage_cpu,
+                                         s["pointing_losses"])
     rep = build_report(out / "eval" / "results", out / "eval", models=["teacher", "student"])
     s["eval_report"] = {"markdown": rep.markdown.read_text(encoding="utf-8"), "csv": "eval/report.csv",
                         "plot": f"eval/{rep.plot.name}", "results_dir": str(out / "eval" / "results")}

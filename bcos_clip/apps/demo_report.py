@@ -154,12 +154,18 @@ def _explain(s: Dict[str, Any]) -> List[str]:
             "contribution overlay:", ""] + [f"![scene {i + 1}]({p})" for i, p in enumerate(e["files"]["pairs"])] + [""]
 
 
+def _paired(d: Optional[Dict[str, float]]) -> str:
+    if not d:
+        return "–"
+    return f"{100 * d['mean']:+.1f} ± {100 * d['sem']:.1f} (student better on {100 * d['wins']:.0f} % of grids)"
+
+
 def _pointing(s: Dict[str, Any]) -> List[str]:
     p = s["pointing"]
     if p.get("skipped"):
         return ["## 5. Grid pointing game", "", f"Not played: {p['skipped']}.", ""]
     any_m = next(iter(p["methods"].values()))
-    rows = [[m["label"], _pct(m["mean"]), _pct(m["std"]), _pct(m["median"]), str(m["n_cells"])]
+    rows = [[m["label"], _pct(m["mean"]), _pct(m["std"]), _pct(m["median"]), _paired(m.get("student_minus"))]
             for m in p["methods"].values()]
     return ["## 5. Grid pointing game", "",
             f"{any_m['n_grids']} grids of {any_m['grid']}x{any_m['grid']} `{p['dataset']}` test images of distinct "
@@ -168,7 +174,7 @@ def _pointing(s: Dict[str, Any]) -> List[str]:
             f"(box-smoothed, k = {any_m['smooth']}) attribution inside that cell; chance is "
             f"{100 * any_m['chance']:.0f} %. The B-cos student explains itself; the post-hoc methods explain "
             "the plain teacher on the same grids.", "", f"![pointing game]({p['files']['chart']})", ""] \
-        + _table(["method", "mean (%)", "std", "median", "cells"], rows) \
+        + _table(["method", "mean (%)", "std", "median", "student − method (same grids)"], rows) \
         + ["", "The first grid, one row per method (yellow: the cell of the prompt's class):", "",
            f"![pointing examples]({p['files']['examples']})", ""]
 
@@ -176,18 +182,24 @@ def _pointing(s: Dict[str, Any]) -> List[str]:
 def _compare(s: Dict[str, Any]) -> List[str]:
     c = s["compare"]
     groups = list(c["chance"])
-    head = ["model", "loss", "steps", "train min"] + [f"{g} (%)" for g in groups] + \
-        [f"retention {g}" for g in groups]
+    head = ["model", "loss", "steps", "train CPU min"] + [f"{g} (%)" for g in groups] + \
+        [f"retention {g}" for g in groups] + ["pointing (%)"]
     rows = []
     for r in c["rows"]:
-        rows.append([r["label"], r.get("loss") or "–", str(r.get("steps") or "–"), _num(r.get("train_min"), ".1f")]
+        rows.append([r["label"], r.get("loss") or "–", str(r.get("steps") or "–"), _num(r.get("train_cpu_min"), ".1f")]
                     + [_pct(r["groups"].get(g)) for g in groups]
-                    + [_num(r["retention"].get(g), ".2f") if r.get("retention") else "–" for g in groups])
+                    + [_num(r["retention"].get(g), ".2f") if r.get("retention") else "–" for g in groups]
+                    + [_pct(r.get("pointing"))])
     return ["## 6. Three distillation losses on the same world", "",
             "`text_kd` (default): KL between the softmaxes of student and teacher cosines to the batch's "
             "captions (temperature T); `siglip`: the paper's sigmoid loss between student and teacher image "
             "embeddings; `cosine`: 1 - cos(student, teacher). Same teacher, data and optimiser"
-            + (f"; the comparison students ran {c['steps']} steps" if c.get("steps") else "") + ".", ""] \
+            + (f"; the comparison students ran {c['steps']} steps" if c.get("steps") else "") + ". "
+            "Zero-shot group means in %; *pointing*: the B-cos grid pointing game of each student "
+            + ("on one set of grids that every student and the teacher classify confidently (section 5 uses "
+               "the grids the main student and the teacher agree on, so its number can differ)."
+               if not s.get("pointing_losses", {}).get("skipped") else
+               f"(not played: {s['pointing_losses']['skipped']})."), ""] \
         + _table(head, rows) + ["", f"![loss comparison]({c['files']['chart']})", "",
                                 f"![training losses]({c['files']['curves']})", ""]
 
