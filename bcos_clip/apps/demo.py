@@ -117,7 +117,8 @@ def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[s
         label = "student" if loss == main else f"student_{loss}"
         means = group_means(results[label], ZERO_SHOT)
         rows.append({"label": f"B-cos student ({loss})", "loss": loss, "steps": s["steps"], "groups": means,
-                     "final_loss": s.get("final_loss"), "train_cpu_min": timings.get(f"distill_{loss}", 0.0) / 60 or None,
+                     "final_loss": s.get("final_loss"),
+                     "train_cpu_min": timings.get(f"distill_{loss}", 0.0) / 60 or None,
                      "pointing": (pointing.get("methods", {}).get(label) or {}).get("mean"),
                      "retention": {g: retention(v, teacher[g], chance[g]) for g, v in means.items()}})
     return rows
@@ -125,7 +126,8 @@ def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[s
 
 def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -> None:
     fig = out / "figures"
-    s["files"]["world_samples"] = f"figures/{world_samples(cfg.seed, world.image_size, fig / 'world_samples.png').name}"
+    samples = world_samples(cfg.seed, world.image_size, fig / "world_samples.png")
+    s["files"]["world_samples"] = f"figures/{samples.name}"
     if s["pointing"]["methods"]:
         chance_pg = next(iter(s["pointing"]["methods"].values()))["chance"]
         chart = pointing_chart(s["pointing"]["methods"], fig / "pointing.png", chance_pg)
@@ -180,10 +182,12 @@ def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teach
                       "image_size": world.image_size, "seed": world.seed},
             "teacher": {**teacher, **teacher_log(teacher)}, "students": students, "chance": chance,
             "zeroshot": zs, "eval": results,
-            "retention": {"student": {g: retention(student_g.get(g), teacher_g.get(g), c) for g, c in g_chance.items()}},
+            "retention": {"student": {g: retention(student_g.get(g), teacher_g.get(g), c)
+                                      for g, c in g_chance.items()}},
             "group_means": {label: group_means(r, ZERO_SHOT) for label, r in results.items()},
             "compare": {"chance": g_chance, "steps": settings["compare"].get("steps"),
-                        "curves": {loss: read_metrics(Path(s["checkpoint"]).parents[1]) for loss, s in students.items()}},
+                        "curves": {loss: read_metrics(Path(s["checkpoint"]).parents[1])
+                                   for loss, s in students.items()}},
             "files": {}, "main_loss": main}
 
 

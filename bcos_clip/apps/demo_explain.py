@@ -95,16 +95,14 @@ def explain_figures(student: torch.nn.Module, out_dir: Path, settings: Dict[str,
     e = explain(student, images, prompts, templates, return_weights=True).cpu()
     names = [scene_name(s) for s in scenes]
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"colour": save_png(explanation_sheet(e, "colour", cell=cell, image_names=[f"scene {i + 1}"
-                                                                                       for i in range(len(scenes))]),
-                                out_dir / "sheet_colour.png"),
-             "heatmap": save_png(explanation_sheet(e, "overlay", cell=cell, image_names=[f"scene {i + 1}"
-                                                                                        for i in range(len(scenes))]),
-                                 out_dir / "sheet_heatmap.png")}
+    labels = [f"scene {i + 1}" for i in range(len(scenes))]
+    files = {key: save_png(explanation_sheet(e, view, cell=cell, image_names=labels), out_dir / f"sheet_{key}.png")
+             for key, view in (("colour", "colour"), ("heatmap", "overlay"))}
     pairs: List[Path] = []
     for n in range(len(scenes)):
         k = int(e.scores[n].argmax())
-        pairs.append(save_png(pair_panel(e, n, k, cell=cell + 32), out_dir / f"pair_{n + 1}_{_slug(prompts[k])}.png"))
+        path = out_dir / f"pair_{n + 1}_{_slug(prompts[k])}.png"
+        pairs.append(save_png(pair_panel(e, n, k, cell=cell + 32), path))
     rel = out_dir.name
     return {"scenes": names, "prompts": prompts, "templates": templates,
             "scores": [[round(float(v), 6) for v in row] for row in e.scores],

@@ -87,7 +87,8 @@ def _intro(s: Dict[str, Any]) -> List[str]:
         "drawn world of coloured shapes with captions, a tiny CLIP teacher trained on it contrastively, "
         "its image tower B-cosified and distilled back to the teacher, both evaluated on tasks that mirror "
         "CLIP_benchmark's natural / specialized / structured groups, and the student's explanations shown and "
-        "scored.", "",
+        "scored. Settings: `configs/demo.yaml` (or `--settings FILE`); every number is also in `summary.json`.",
+        "",
         f"Machine: {s['machine']['cpus']} CPU cores (torch threads: {s['machine']['torch_threads']}), "
         f"torch {s['machine']['torch']}. This run took **{duration(t['wall_s'])}** wall, "
         f"{duration(t['cpu_s'])} CPU" + (f"; it reused {sum(x['cached'] for x in t['stages'])} stages of an "
@@ -97,7 +98,9 @@ def _intro(s: Dict[str, Any]) -> List[str]:
 
 def _targets(s: Dict[str, Any]) -> List[str]:
     rows = [[r["target"], r["value"], r["goal"], "yes" if r["met"] else "**no**"] for r in s["targets"]]
-    return ["## Targets", ""] + _table(["target", "value", "goal", "met"], rows) + [""]
+    return ["## Targets", "", "Retention is (student − chance) / (teacher − chance) on the zero-shot group means "
+            "(structured: counting and position averaged); the pointing game is section 5.", ""] \
+        + _table(["target", "value", "goal", "met"], rows) + [""]
 
 
 def _world(s: Dict[str, Any]) -> List[str]:
@@ -186,7 +189,8 @@ def _compare(s: Dict[str, Any]) -> List[str]:
         [f"retention {g}" for g in groups] + ["pointing (%)"]
     rows = []
     for r in c["rows"]:
-        rows.append([r["label"], r.get("loss") or "–", str(r.get("steps") or "–"), _num(r.get("train_cpu_min"), ".1f")]
+        rows.append([r["label"], r.get("loss") or "–", str(r.get("steps") or "–"),
+                     _num(r.get("train_cpu_min"), ".1f")]
                     + [_pct(r["groups"].get(g)) for g in groups]
                     + [_num(r["retention"].get(g), ".2f") if r.get("retention") else "–" for g in groups]
                     + [_pct(r.get("pointing"))])

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="teacher image tower: rn (tiny ModifiedResNet, default) or vit (tiny ViT)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the teacher and the students")
     p.add_argument("--settings", default=None, help="a demo settings YAML (default: the shipped configs/demo.yaml)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     p.set_defaults(func=run, output="demo_out")
 
