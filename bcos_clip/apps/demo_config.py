@@ -6,13 +6,14 @@
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import yaml
+
+from bcos_clip.models.loading import deep_merge
 
 ARCHES = ("rn", "vit")
 SETTINGS_NAME = "demo.yaml"
@@ -93,17 +94,6 @@ def settings_path(path: Optional[str] = None) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"demo settings {SETTINGS_NAME} not found in bcos_clip.configs or {p.parent}")
     return p
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
-    """A copy of ``base`` with ``over`` merged in (mappings recursively, anything else replaced)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _check(settings: Dict[str, Any], where: str) -> None:
