@@ -76,7 +76,8 @@ def test_pretrain_quick_learns_saves_and_caches(small_world, tmp_path):
     assert pretrain_teacher(small_world, tmp_path, steps=40, batch_size=64, seed=0) == ckpt
     assert ckpt.stat().st_mtime_ns == mtime
     accs = teacher_accuracies(small_world, ckpt)
-    assert set(accs) == set(small_world.tasks) and all(0.0 <= a <= 1.0 for a in accs.values())
+    assert set(accs) == set(small_world.tasks)
+    assert accs["shapes_natural"] > 2 / 16  # 40 steps already learn colour (~28%; chance 6.25%)
 
 
 def test_pretrain_bad_input(small_world, tmp_path):
