@@ -56,6 +56,16 @@ def test_bad_config_values_fail_clearly(tmp_path):
         _flags(["--epochs", "1", "--steps", "2"])
 
 
+def test_yaml_reads_exponent_numbers_as_floats(tmp_path):
+    """PyYAML alone reads ``5e-4`` as a string (YAML 1.1); run configs read it as the float."""
+    from bcos_clip.train.yaml_io import load_yaml
+
+    assert load_yaml("a: 5e-4\nb: 1.0e-3\nc: 3\nd: .5\ne: 1e3x\nf: 2E+2") == \
+        {"a": 5e-4, "b": 1e-3, "c": 3, "d": 0.5, "e": "1e3x", "f": 200.0}
+    (tmp_path / "run.yaml").write_text("model: RN50\ntrain_data: x.tar\noutput: o\nsteps: 2\nlr: 5e-4\n")
+    assert build_config({}, str(tmp_path / "run.yaml")).lr == 5e-4
+
+
 def test_lr_schedule_warmup_then_cosine_to_zero():
     lrs = [lr_at(s, 1.0, total_steps=12, warmup=2) for s in range(12)]
     assert lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0

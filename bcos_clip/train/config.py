@@ -139,12 +139,12 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
 
 def read_yaml(path: str) -> Dict[str, Any]:
     """A YAML run config as a dict of field values."""
-    import yaml
+    from bcos_clip.train.yaml_io import load_yaml
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--config: {path} not found")
-    data = yaml.safe_load(p.read_text()) or {}
+    data = load_yaml(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of options at the top level")
     return normalise_keys(data, f"--config {path}")
