@@ -192,13 +192,32 @@ def test_quick_demo_end_to_end(tmp_path):
 def test_default_threads_leave_busy_cores_alone(monkeypatch):
     import os
 
-    from bcos_clip.apps.demo_config import default_threads
+    from bcos_clip.apps import demo_config
 
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
-    assert default_threads() == cores
-    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 5.0, 0.0, 0.0))
-    assert default_threads() == 1
+    monkeypatch.setattr(demo_config, "busy_cores", lambda: 0.3)
+    assert demo_config.default_threads() == cores
+    monkeypatch.setattr(demo_config, "busy_cores", lambda: cores + 5.0)
+    assert demo_config.default_threads() == 1
+
+
+def test_busy_cores_reads_proc_stat_or_falls_back_to_the_load_average(monkeypatch):
+    import builtins
+    import os
+
+    from bcos_clip.apps.demo_config import busy_cores
+
+    assert 0.0 <= busy_cores(window=0.05) <= (os.cpu_count() or 1)
+    real_open = builtins.open
+
+    def no_proc_stat(path, *a, **k):
+        if str(path) == "/proc/stat":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_proc_stat)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    assert busy_cores(window=0.0) == 2.5
 
 
 def test_timed_stage_notices_reuse_by_its_output_file(tmp_path):
