@@ -99,7 +99,9 @@ def _intro(s: Dict[str, Any]) -> List[str]:
 def _targets(s: Dict[str, Any]) -> List[str]:
     rows = [[r["target"], r["value"], r["goal"], "yes" if r["met"] else "**no**"] for r in s["targets"]]
     return ["## Targets", "", "Retention is (student − chance) / (teacher − chance) on the zero-shot group means "
-            "(structured: counting and position averaged); the pointing game is section 5.", ""] \
+            "(structured: counting and position averaged); the pointing game is section 5."
+            + (" This is a `--quick` smoke run (small world, few steps): the goals are set for the full demo, "
+               "so misses here are expected." if s["config"]["quick"] else ""), ""] \
         + _table(["target", "value", "goal", "met"], rows) + [""]
 
 
