@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from bcos_clip.apps.demo import run_demo
     from bcos_clip.apps.demo_config import DemoConfig
     from bcos_clip.apps.demo_report import duration
+
+    check_output_dir(args.output or "demo_out")
 
     cfg = DemoConfig(output=args.output or "demo_out", quick=args.quick, arch=args.arch, seed=args.seed,
                      settings=args.settings, threads=args.threads, device=args.device)

@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import torch
 
+from bcos_clip.runtime.output_paths import check_output_dir
+
 
 def _flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kw: Any) -> None:
     """Register ``--a_b`` with its ``--a-b`` spelling (and any aliases)."""
@@ -118,6 +120,9 @@ def _init_distributed(device: Optional[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.evaluation.suite import run_suite
+
+    check_output_dir(args.output)
+    check_output_dir(args.cache_dir, "--cache_dir")
 
     suite = _suite(args)
     models = _models(args)
