@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
     failed = [r for r in records if r.get("status") == "failed"]
     for r in records:
-        mark = "FAILED " + str(r.get("error")) if r in failed else \
+        kept = f" (kept the earlier result {r['kept_earlier_result']})" if r.get("kept_earlier_result") else ""
+        mark = "FAILED " + str(r.get("error")) + kept if r in failed else \
             ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if isinstance(v, float))
         print(f"{r['model_label']} | {r['dataset']} | {r['task']} | {mark}")
     print(f"{len(records) - len(failed)} ok, {len(failed)} failed; results in {args.output}")
