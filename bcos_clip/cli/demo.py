@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded shapes world (CPU, offline)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output(p, required=False, help="demo folder (default: ./demo_out): world, teacher, students, eval, "
-               "figures, report.md, summary.json")
+               "figures, report.md, summary.json. A new or empty folder, or one an earlier demo made (a "
+               "non-empty folder the demo did not make is refused)")
     p.add_argument("--quick", action="store_true", help="a smaller world and shorter training (CI runs this)")
     p.add_argument("--arch", default="rn", choices=("rn", "vit"),
                    help="teacher image tower: rn (tiny ModifiedResNet, default) or vit (tiny ViT)")
