@@ -4,6 +4,7 @@ run's files, and only once the new run is ready to start."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,12 +15,8 @@ import pytest
 from bcos_clip.cli import main
 from bcos_clip.train import TrainConfig, train
 from bcos_clip.train.run_folder import RunFolderError, check_run_folder
-from tests._train_data import read_metrics, write_img2dataset, write_tiny_teacher
-
-
-@pytest.fixture(scope="module")
-def teacher_files(tiny_rn, tmp_path_factory):
-    return write_tiny_teacher(tmp_path_factory.mktemp("teacher"), model=tiny_rn[0])
+from tests._train_data import read_metrics, write_img2dataset
+from tests.test_train_loop import teacher_files  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +71,17 @@ def test_relaunch_without_resume_is_refused_and_the_run_survives(teacher_files, 
     assert _cli(teacher_files, data, finished_run) == 2
     _one_line_error(capsys, "already holds a run", "--resume latest", "--overwrite")
     assert snapshot(finished_run) == before
+
+
+def test_resuming_a_finished_run_again_changes_none_of_its_results(teacher_files, data, finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    before, config = snapshot(run), json.loads((run / "train_config.json").read_text())
+    assert _cli(teacher_files, data, run, "--resume", "latest") == 0  # nothing left to train
+    after = snapshot(run)
+    launch = ("summary.json", "train_config.json")  # the records of the latest launch
+    assert {k: v for k, v in after.items() if k not in launch} == {k: v for k, v in before.items() if k not in launch}
+    assert json.loads((run / "train_config.json").read_text()) == {**config, "resume": "latest", "output": str(run)}
 
 
 def test_broken_latest_is_an_error_not_a_fresh_start(teacher_files, data, finished_run, tmp_path, capsys):
