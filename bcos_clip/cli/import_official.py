@@ -23,8 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "init, for tests only)")
     p.add_argument("--ema", action="store_true", help="import the EMA weights (ema.module.model.*) instead")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="read the checkpoint with full unpickling instead of tensors-only (needed when it holds "
-                        "pickled objects; runs code in the file: only for files you trust)")
+                   help="read the checkpoint with full unpickling (runs code in the file: only for files you "
+                        "trust). Without it, tensors and the objects a trainer pickles beside them (Lightning, "
+                        "numpy, their config classes) are read as inert records and any other object refuses "
+                        "the file")
     p.set_defaults(func=run)
 
 
