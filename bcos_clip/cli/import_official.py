@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     pretrained = None if str(args.pretrained).lower() in ("none", "") else args.pretrained
     out, info = import_official_to(args.path, args.output, teacher=args.teacher, pretrained=pretrained,
                                    ema=args.ema, trust_pickle=args.trust_pickle)
-    print(f"imported {info['tensors_loaded']} tensors ({info['dropped_unused']} unused BN statistics dropped); "
+    print(f"imported {info['tensors_loaded']} tensors ({info['layout']} downsample keys; {info['dropped_unused']} "
+          f"unused BN statistics dropped); "
           f"teacher image tower {info['teacher_visual']}; text tower from {info['text_tower']}\nwrote {out}")
     return 0
