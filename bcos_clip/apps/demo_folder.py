@@ -48,7 +48,7 @@ def claim_demo_folder(out: Path) -> Path:
     """Create or reuse the demo folder ``out`` (see the module doc); returns it."""
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not made_by_demo(out):
-        raise DemoFolderError(f"demo --output {out}: the folder is not empty and was not made by bcos-clip demo "
+        raise DemoFolderError(f"--output {out}: the folder is not empty and was not made by bcos-clip demo "
                               f"(no {MARKER}); the demo would replace what is there: choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).is_file():

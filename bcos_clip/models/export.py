@@ -104,13 +104,13 @@ def read_result_records(paths: Iterable[Path]) -> List[Dict[str, Any]]:
 def checkpoint_files(src: Path) -> Dict[str, Path]:
     """{name: resolved path} of the checkpoint's files to copy; each must be a regular file inside `src`
     (links that stay inside are followed), else OutsideFolderError: nothing from elsewhere is exported."""
-    files = {name: file_inside(src, name, "export: checkpoint")
+    files = {name: file_inside(src, name, "checkpoint")
              for name in CHECKPOINT_FILES + REPORT_FILES if os.path.lexists(src / name)}
     if os.path.lexists(src / BUNDLED_DIR):
-        folder = folder_inside(src, BUNDLED_DIR, "export: checkpoint")
+        folder = folder_inside(src, BUNDLED_DIR, "checkpoint")
         for f in sorted(folder.rglob("*")):
             if f.is_file():
-                files[f"{BUNDLED_DIR}/{f.relative_to(folder)}"] = file_inside(src, f, "export: checkpoint")
+                files[f"{BUNDLED_DIR}/{f.relative_to(folder)}"] = file_inside(src, f, "checkpoint")
     return files
 
 
