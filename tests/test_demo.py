@@ -183,8 +183,10 @@ def test_quick_demo_end_to_end(tmp_path):
     from bcos_clip import load
 
     assert load(summary["students"]["text_kd"]["checkpoint"]).is_bcos
-    # A second run reuses every stage.
+    # A second run reuses every stage and leaves the user's own files in the demo folder alone.
+    (out / "my_notes.md").write_text("mine\n")
     again = run_demo(DemoConfig(output=str(out), quick=True))
+    assert (out / "my_notes.md").read_text() == "mine\n"
     assert all(t["cached"] for t in again["timing"]["stages"] if t["name"] not in ("world", "teacher"))
     assert again["zeroshot"] == s["zeroshot"]
 

@@ -31,6 +31,7 @@ from bcos_clip.apps.demo_config import DemoConfig, default_threads, load_setting
 from bcos_clip.apps.demo_eval import DemoModel, evaluate_model, group_means, suite_for
 from bcos_clip.apps.demo_explain import explain_figures
 from bcos_clip.apps.demo_figures import loss_chart, loss_curves, pointing_chart, world_samples
+from bcos_clip.apps.demo_folder import claim_demo_folder
 from bcos_clip.apps.demo_pointing import pointing_game, students_game
 from bcos_clip.apps.demo_report import check_targets, group_chance, retention, write_report
 from bcos_clip.apps.demo_stages import StageRunner, cpu_seconds, file_digest
@@ -203,8 +204,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     settings = load_settings(cfg)
     torch.set_num_threads(cfg.threads or default_threads())
     log.info("demo: %d torch threads on %s CPU cores", torch.get_num_threads(), os.cpu_count())
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_demo_folder(Path(cfg.output))  # only a new, empty or demo-made folder
     runner, wall0, cpu0 = StageRunner(out), time.perf_counter(), cpu_seconds()
     world = runner.timed("world", lambda: _world(cfg, settings, out), output=out / "world" / "world.json")
     teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],

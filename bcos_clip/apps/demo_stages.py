@@ -3,7 +3,7 @@
 A stage writes ``<output>/stages/<name>.json`` with its arguments (everything that decides its result,
 including digests of what earlier stages produced), its JSON result and its wall / CPU seconds. The
 next run with equal arguments returns the stored result instead of running again; different arguments
-(or a missing or incomplete marker) clear the stage's folders and run it afresh.
+(or a missing or incomplete marker) run it afresh, replacing the stage's folders only once it succeeds.
 
 Example::
 
@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +91,31 @@ class StageRunner:
             clear: Sequence[Path] = ()) -> Dict[str, Any]:
         """``fn()`` (a JSON-able dict) unless a complete marker with the same ``args`` exists.
 
-        Folders in ``clear`` are removed before a fresh run (stale results of other arguments).
+        Folders in ``clear`` (stale results of other arguments) are replaced by a fresh run: kept aside
+        while it runs, removed when it succeeds, put back (with the old marker) when it fails.
         """
         hit = self.cached(name, args)
         if hit is not None:
             log.info("stage %s: reusing the result of a previous run (%s)", name, self.marker(name))
             self.timings.append(StageTiming(name, float(hit.get("wall_s", 0.0)), float(hit.get("cpu_s", 0.0)), True))
             return hit["result"]
-        for folder in clear:
-            if Path(folder).exists():
-                log.info("stage %s: inputs changed, removing %s", name, folder)
-                shutil.rmtree(folder)
         path = self.marker(name)
+        previous = path.read_text() if path.is_file() else None
+        moved = _set_aside(clear, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"version": STAGE_VERSION, "status": "running", "args": canonical(args)}))
         wall, cpu = time.perf_counter(), cpu_seconds()
-        result = canonical(fn())
+        try:
+            result = canonical(fn())
+        except BaseException:  # a failed or interrupted stage leaves the previous result as it was
+            _put_back(moved)
+            if previous is None:
+                path.unlink()
+            else:
+                path.write_text(previous)
+            raise
+        for _, aside in moved:
+            shutil.rmtree(aside)
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
         self.timings.append(StageTiming(name, round(wall, 2), round(cpu, 2), False))
         path.write_text(json.dumps({"version": STAGE_VERSION, "status": "complete", "args": canonical(args),
@@ -138,6 +147,27 @@ class StageRunner:
                                           "cpu_s": cpu}))
         self.timings.append(StageTiming(name, wall, cpu, reused))
         return value
+
+
+def _set_aside(folders: Sequence[Path], stage: str) -> List[Tuple[Path, Path]]:
+    """Rename each existing folder to a hidden sibling until the stage succeeds; [(folder, aside)]."""
+    moved = []
+    for folder in map(Path, folders):
+        aside = folder.with_name(f".{folder.name}.before-{stage}")
+        if aside.exists():  # left by a killed run, whose partial result is in ``folder``
+            shutil.rmtree(aside)
+        if folder.exists():
+            log.info("stage %s: inputs changed, replacing %s (kept aside until the stage succeeds)", stage, folder)
+            folder.rename(aside)
+            moved.append((folder, aside))
+    return moved
+
+
+def _put_back(moved: List[Tuple[Path, Path]]) -> None:
+    for folder, aside in moved:
+        if folder.exists():
+            shutil.rmtree(folder)
+        aside.rename(folder)
 
 
 def _mtime(path: Optional[Path]) -> Optional[int]:

@@ -25,6 +25,7 @@ from bcos_clip.apps.serve_engine import DEFAULT_TEMPLATE, ExplainEngine, Explain
 from bcos_clip.apps.serve_io import Limits, RequestError, decode_base64
 from bcos_clip.apps.serve_limits import BodySizeLimit, SecurityHeaders
 from bcos_clip.apps.serve_render import result_json, sheet_png
+from bcos_clip.runtime.contained import regular_file_inside
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,29 @@ STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
 def list_examples(directory: Optional[Path], limit: int = 200) -> Dict[str, Path]:
-    """name -> path of the images directly inside `directory` (sorted, at most `limit`)."""
+    """name -> path of the images directly inside `directory` (sorted, at most `limit`): regular files
+    inside the folder only (a link leading out of it is not offered)."""
     if directory is None:
         return {}
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"--examples {directory} is not a directory")
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)
+    files = []
+    for p in sorted(directory.iterdir()):
+        if p.suffix.lower() not in EXAMPLE_SUFFIXES:
+            continue
+        if regular_file_inside(directory, p.name) is None:
+            log.warning("--examples: skipping %s (a link out of %s, or not a regular file)", p, directory)
+        else:
+            files.append(p)
     return {p.name: p for p in files[:limit]}
+
+
+def read_example(directory: Path, path: Path) -> Optional[bytes]:
+    """The bytes of example `path`, checked again when read (a file swapped for a link since start-up is
+    refused): None unless it is still a regular file inside `directory`."""
+    target = regular_file_inside(directory, path.name)
+    return target.read_bytes() if target is not None else None
 
 
 def _static(name: str) -> str:
@@ -167,10 +183,11 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
     @app.get("/examples/{name}")
     async def example(name: str) -> Response:
         path = examples.get(name)
-        if path is None:
+        data = read_example(path.parent, path) if path is not None else None
+        if data is None:
             return JSONResponse({"detail": f"no example named '{name}'"}, status_code=404)
         media = "image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else f"image/{path.suffix.lower()[1:]}"
-        return Response(path.read_bytes(), media_type=media)
+        return Response(data, media_type=media)
 
     @app.post("/explain")
     async def explain(request: Request) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import bcos_clip
+
+    check_output_dir(args.output)
 
     clip, _, _ = bcos_clip.load_clip(args.model, args.pretrained)
     model = bcos_clip.bcosify(clip, b=args.b, bias=args.bias, qk=args.qk, input_encoding=args.input_encoding)

@@ -6,6 +6,7 @@ import argparse
 from typing import List
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_file
 
 
 def _ints(text: str) -> List[int]:
@@ -52,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.apps.bench import BenchConfig, run_bench
+
+    check_output_file(args.output)
 
     cfg = BenchConfig(
         device=args.device, quick=args.quick, output=args.output,

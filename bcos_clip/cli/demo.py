@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded shapes world (CPU, offline)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output(p, required=False, help="demo folder (default: ./demo_out): world, teacher, students, eval, "
-               "figures, report.md, summary.json")
+               "figures, report.md, summary.json. A new or empty folder, or one an earlier demo made (a "
+               "non-empty folder the demo did not make is refused)")
     p.add_argument("--quick", action="store_true", help="a smaller world and shorter training (CI runs this)")
     p.add_argument("--arch", default="rn", choices=("rn", "vit"),
                    help="teacher image tower: rn (tiny ModifiedResNet, default) or vit (tiny ViT)")
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from bcos_clip.apps.demo import run_demo
     from bcos_clip.apps.demo_config import DemoConfig
     from bcos_clip.apps.demo_report import duration
+
+    check_output_dir(args.output or "demo_out")
 
     cfg = DemoConfig(output=args.output or "demo_out", quick=args.quick, arch=args.arch, seed=args.seed,
                      settings=args.settings, threads=args.threads, device=args.device)

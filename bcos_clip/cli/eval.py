@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import torch
 
+from bcos_clip.runtime.output_paths import check_output_dir
+
 
 def _flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kw: Any) -> None:
     """Register ``--a_b`` with its ``--a-b`` spelling (and any aliases)."""
@@ -119,6 +121,9 @@ def _init_distributed(device: Optional[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.evaluation.suite import run_suite
 
+    check_output_dir(args.output)
+    check_output_dir(args.cache_dir, "--cache_dir")
+
     suite = _suite(args)
     models = _models(args)
     device = _init_distributed(args.device)
@@ -129,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
     failed = [r for r in records if r.get("status") == "failed"]
     for r in records:
-        mark = "FAILED " + str(r.get("error")) if r in failed else \
+        kept = f" (kept the earlier result {r['kept_earlier_result']})" if r.get("kept_earlier_result") else ""
+        mark = "FAILED " + str(r.get("error")) + kept if r in failed else \
             ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if isinstance(v, float))
         print(f"{r['model_label']} | {r['dataset']} | {r['task']} | {mark}")
     print(f"{len(records) - len(failed)} ok, {len(failed)} failed; results in {args.output}")

@@ -14,6 +14,7 @@ import argparse
 import json
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.explain.files import ExplainFilesConfig, explain_files
+
+    check_output_dir(args.output)
 
     cfg = ExplainFilesConfig(model=args.model, images=tuple(args.image), prompts=tuple(args.prompt),
                              output=args.output, templates=args.templates, device=args.device,

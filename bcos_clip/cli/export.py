@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.models.export import export
+
+    check_output_dir(args.output)
 
     out = export(args.checkpoint, args.output, results=args.results, license=args.license, title=args.title)
     print(f"wrote {out} (README.md model card, config.json, model.safetensors)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.models.official import import_official_to
+
+    check_output_dir(args.output)
 
     pretrained = None if str(args.pretrained).lower() in ("none", "") else args.pretrained
     out, info = import_official_to(args.path, args.output, teacher=args.teacher, pretrained=pretrained,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.runtime.output_paths import check_output_dir
 
 METHOD_NAMES = ("bcos", "gradient", "input_x_gradient", "integrated_gradients", "gradcam")
 
@@ -53,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.explain.localization import LocalizeConfig, run_localization
+
+    check_output_dir(args.output)
 
     cfg = LocalizeConfig(model=args.model, pretrained=args.pretrained, dataset=args.dataset,
                          dataset_root=args.dataset_root, output=args.output, method=args.method, grid=args.grid,

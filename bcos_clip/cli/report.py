@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bcos_clip.runtime.output_paths import check_output_dir
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="tables and a chart from eval results",
@@ -26,6 +28,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.evaluation.report import build_report
     from bcos_clip.evaluation.suite_files import load_groups
+
+    check_output_dir(args.output or args.results_dir)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     paths = build_report(args.results_dir, args.output or args.results_dir, models=models,

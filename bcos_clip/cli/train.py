@@ -75,7 +75,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda")
     g.add_argument("--save-every", type=int, help="checkpoint every N steps (1000) and at the end")
     g.add_argument("--keep-checkpoints", type=int, help="keep only the newest N step checkpoints (0 = all)")
-    g.add_argument("--resume", help="'latest' (OUTPUT/checkpoints/latest, fresh start if none) or a checkpoint dir")
+    g.add_argument("--resume", help="'latest': continue OUTPUT's run from OUTPUT/checkpoints/latest; a new or empty "
+                                    "OUTPUT (or the same settings stopped before their first checkpoint) starts "
+                                    "fresh, a broken 'latest' link is an error. Or a checkpoint dir (step_N)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="OUTPUT holds an earlier run: remove its files (checkpoints/, metrics.jsonl, "
+                        "train_config.json, summary.json, tensorboard/; nothing else) and start anew. Without it "
+                        "(or --resume) such a folder is refused")
     g.add_argument("--log-every", type=int, help="write metrics.jsonl every N steps (10)")
     g.add_argument("--report-to", choices=["", "tensorboard"], help="also log to TensorBoard")
     g.add_argument("--zeroshot-data", help="a small held-out CLIP_benchmark wds/ folder for a zero-shot check")

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bcos_clip.data.tar_complete import tar_sample_count
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
@@ -147,7 +149,8 @@ class WdsBenchmark:
         return (self.root / split).is_dir()
 
     def shards(self, split: str) -> List[str]:
-        """Paths of ``split``'s ``N`` shards, from ``split/nshards.txt``."""
+        """Paths of ``split``'s ``N`` shards, from ``split/nshards.txt``; each must be whole (a shard cut
+        short raises TruncatedShardError: a number on part of a split is not a benchmark number)."""
         nfile = self.root / split / "nshards.txt"
         if not nfile.is_file():
             raise FileNotFoundError(f"{nfile} missing: not a CLIP_benchmark wds split "
@@ -160,6 +163,8 @@ class WdsBenchmark:
         missing = [u for u in urls if not Path(u).is_file()]
         if missing:
             raise FileNotFoundError(f"{missing[0]} missing ({nfile} says {n} shards)")
+        total = sum(tar_sample_count(Path(u)) for u in urls)  # a shard cut short fails the split here
+        log.debug("%s/%s: %d shards, %d samples", self.name, split, n, total)
         return urls
 
     def torch_dataset(self, split: str, transform: Callable, rank: int = 0,

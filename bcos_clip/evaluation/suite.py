@@ -33,15 +33,20 @@ def entry_group(entry: SuiteEntry, groups: Dict[str, str]) -> str:
 
 def _failed(ident: Tuple[str, Optional[str], str], entry: SuiteEntry, cfg: EvalConfig, group: str,
             error: str) -> Dict[str, Any]:
-    """Write a failed row (status "failed", empty metrics) so reports show it."""
+    """Write a failed row (status "failed", empty metrics) so reports show it; a successful result of an
+    earlier run at the same path is kept (a failed command never replaces what the user had)."""
     model_arg, pretrained, label = ident
     name = safe_name(entry.dataset)
     rec = make_record(dataset=name, model=model_arg, pretrained=pretrained, label=label,
                       task=entry.task, metrics={}, status="failed", error=error, group=group,
                       dataset_spec=entry.dataset)
-    if is_main():
-        write_record(result_path(Path(cfg.output), name, label, entry.task), rec)
+    path = result_path(Path(cfg.output), name, label, entry.task)
     log.error("FAILED %s / %s / %s: %s", label, name, entry.task, error)
+    if existing_ok(path):
+        log.warning("kept the earlier successful result %s (not replaced by this failure)", path)
+        rec = {**rec, "kept_earlier_result": str(path)}
+    elif is_main():
+        write_record(path, rec)
     return rec
 
 

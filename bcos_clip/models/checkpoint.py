@@ -18,6 +18,7 @@ from bcos_clip.models.bcos_model import BcosCLIP, bcosify
 from bcos_clip.models.hf_tokenizer import bundle_tokenizer, resolve_bundled_tokenizer
 from bcos_clip.models.loading import SOURCE_ATTR, instantiate
 from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict  # noqa: F401
+from bcos_clip.runtime.contained import OutsideFolderError
 
 log = logging.getLogger(__name__)
 FORMAT = "bcos_clip"
@@ -62,7 +63,7 @@ def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = No
         raise TypeError(f"bcos_clip.save expects a BcosCLIP, got {type(model).__name__}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    model_cfg, tokenizer_files = bundle_tokenizer(model.source["model_cfg"], d)  # local HF tokenizer -> d
+    model_cfg, tokenizer_files = bundle_tokenizer(model.source["model_cfg"], d, model.tokenizer)  # HF tokenizer -> d
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "source": {k: model.source.get(k) for k in ("name", "pretrained", "overrides")},
@@ -113,13 +114,21 @@ def build_from_config(config: Dict[str, Any]) -> BcosCLIP:
     return bcosify(clip, spec=BcosifySpec.from_dict(config["bcosify"]))
 
 
-def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu") -> BcosCLIP:
-    """Read a checkpoint written by `save` (strict: a mismatch raises with the key diff)."""
+def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu", allow_hub: bool = False) -> BcosCLIP:
+    """Read a checkpoint written by `save` (strict: a mismatch raises with the key diff).
+
+    Everything is read from inside `directory`; a config.json naming a hub tokenizer or a hub text model
+    (a network call) is refused unless `allow_hub=True`.
+    """
     d = Path(directory)
     config = read_config(d)
     if not (d / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"not a bcos_clip checkpoint: {d / WEIGHTS_NAME} is missing")
-    config["model_cfg"] = resolve_bundled_tokenizer(config["model_cfg"], d, config.get("tokenizer", {}))
+    hub_model = config["model_cfg"].get("text_cfg", {}).get("hf_model_name")
+    if hub_model and not allow_hub:
+        raise OutsideFolderError(f"checkpoint {d}: config.json names the text model {hub_model!r} on the hub; it is "
+                                 "fetched only when you ask: bcos_clip.load(..., allow_hub=True)")
+    config["model_cfg"] = resolve_bundled_tokenizer(config["model_cfg"], d, config.get("tokenizer", {}), allow_hub)
     model = build_from_config(config)
     load_weights_strict(model, read_model_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config

@@ -8,12 +8,15 @@ records (`results/`), and a model card summarising the teacher, the bcosify sett
 Where the run files are looked for: the checkpoint directory and up to two parents (a training run
 writes OUTPUT/metrics.jsonl and OUTPUT/checkpoints/step_N/{config.json, model.safetensors,
 train_config.json}); result records in `results/` folders there, and in any `--results` path given.
+Only regular files inside their folder are read: a link in the checkpoint that leads out of it is an
+error (nothing from elsewhere is published), one in the folders around it is skipped.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -22,6 +25,7 @@ from bcos_clip.models.checkpoint import (CONFIG_NAME, TEACHER_VISUAL_NAME, WEIGH
                                          read_config)
 from bcos_clip.models.hf_tokenizer import BUNDLED_DIR
 from bcos_clip.models.model_card import render_model_card
+from bcos_clip.runtime.contained import file_inside, folder_inside, regular_file_inside
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -39,8 +43,15 @@ def _search_dirs(directory: Path) -> List[Path]:
 
 
 def find_first(directory: Path, name: str) -> Optional[Path]:
-    """`name` in the checkpoint directory or its nearest parent that has it."""
-    return next((d / name for d in _search_dirs(directory) if (d / name).is_file()), None)
+    """`name` in the checkpoint directory or its nearest parent that has it as a regular file inside that
+    folder (a link leading out of it is skipped)."""
+    for d in _search_dirs(directory):
+        if os.path.lexists(d / name):
+            found = regular_file_inside(d, name)
+            if found is not None:
+                return found
+            log.warning("export: skipping %s (a link out of %s, or not a regular file)", d / name, d)
+    return None
 
 
 def summarize_metrics(path: Path) -> Optional[Dict[str, Any]]:
@@ -62,10 +73,19 @@ def summarize_metrics(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def _result_files(paths: Iterable[Path]) -> List[Path]:
+    """JSON files given, or found in the folders given (only regular files inside the folder)."""
     files: List[Path] = []
     for p in paths:
-        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
-    return list(dict.fromkeys(f.resolve() for f in files))
+        if not p.is_dir():
+            files.append(p.resolve())
+            continue
+        for f in sorted(p.rglob("*.json")):
+            inside = regular_file_inside(p, f)
+            if inside is None:
+                log.warning("export: skipping %s (a link out of %s)", f, p)
+            else:
+                files.append(inside)
+    return list(dict.fromkeys(files))
 
 
 def read_result_records(paths: Iterable[Path]) -> List[Dict[str, Any]]:
@@ -81,12 +101,23 @@ def read_result_records(paths: Iterable[Path]) -> List[Dict[str, Any]]:
     return records
 
 
-def _copy_checkpoint(src: Path, out: Path) -> None:
-    for name in CHECKPOINT_FILES + REPORT_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
-    if (src / BUNDLED_DIR).is_dir():
-        shutil.copytree(src / BUNDLED_DIR, out / BUNDLED_DIR, dirs_exist_ok=True)
+def checkpoint_files(src: Path) -> Dict[str, Path]:
+    """{name: resolved path} of the checkpoint's files to copy; each must be a regular file inside `src`
+    (links that stay inside are followed), else OutsideFolderError: nothing from elsewhere is exported."""
+    files = {name: file_inside(src, name, "checkpoint")
+             for name in CHECKPOINT_FILES + REPORT_FILES if os.path.lexists(src / name)}
+    if os.path.lexists(src / BUNDLED_DIR):
+        folder = folder_inside(src, BUNDLED_DIR, "checkpoint")
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                files[f"{BUNDLED_DIR}/{f.relative_to(folder)}"] = file_inside(src, f, "checkpoint")
+    return files
+
+
+def _copy_checkpoint(files: Dict[str, Path], out: Path) -> None:
+    for name, path in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out / name)
 
 
 def export(directory: PathLike, output: PathLike, results: Sequence[PathLike] = (),
@@ -96,6 +127,7 @@ def export(directory: PathLike, output: PathLike, results: Sequence[PathLike] = 
     results: extra result files / folders to summarise (besides `results/` beside the checkpoint).
     """
     src, out = Path(directory), Path(output)
+    files = checkpoint_files(src)  # regular files inside the checkpoint only
     config = read_config(src)
     load(src)  # the export must be loadable: a broken checkpoint fails here, with the key diff
     if out.resolve() == src.resolve():
@@ -104,7 +136,7 @@ def export(directory: PathLike, output: PathLike, results: Sequence[PathLike] = 
         if not Path(p).exists():
             raise FileNotFoundError(f"export: results path {p} not found")
     out.mkdir(parents=True, exist_ok=True)
-    _copy_checkpoint(src, out)
+    _copy_checkpoint(files, out)
     train_path = find_first(src, "train_config.json")
     train_cfg = json.loads(train_path.read_text()) if train_path else None
     if train_path and not (out / "train_config.json").is_file():

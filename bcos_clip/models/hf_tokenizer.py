@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from bcos_clip.runtime.contained import OutsideFolderError, folder_inside, is_inside
+
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
@@ -78,37 +80,59 @@ def tokenizer_settings(directory: PathLike, text_cfg: Dict[str, Any]) -> Dict[st
     return {"hf_tokenizer_name": str(d.resolve())}
 
 
-def bundle_tokenizer(model_cfg: Dict[str, Any], directory: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
-    """Copy a local HF tokenizer named in `model_cfg` into `directory/tokenizer`.
+def bundle_tokenizer(model_cfg: Dict[str, Any], directory: PathLike,
+                     tokenizer: Any = None) -> Tuple[Dict[str, Any], Optional[str]]:
+    """Copy the HF tokenizer named in `model_cfg` into `directory/tokenizer`: the files of a local folder,
+    or (a hub name) the files `tokenizer` (open_clip's HFTokenizer of that name) saves.
 
     Returns (model config to save, with hf_tokenizer_name relative to the checkpoint; the folder name)
-    or (model_cfg, None) when the config names no local tokenizer folder.
+    or (model_cfg, None) when the config names no HF tokenizer.
     """
     name = model_cfg.get("text_cfg", {}).get("hf_tokenizer_name")
-    if not name or not Path(name).is_dir():
+    if not name:
         return model_cfg, None
     src, dest = Path(name), Path(directory) / BUNDLED_DIR
-    files = [f for f in TOKENIZER_FILES if (src / f).is_file()]
-    if not files:
-        raise FileNotFoundError(f"tokenizer folder {src} holds none of {', '.join(TOKENIZER_FILES)}")
-    if src.resolve() != dest.resolve():
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copyfile(src / f, dest / f)
+    if src.is_dir():
+        files = [f for f in TOKENIZER_FILES if (src / f).is_file()]
+        if not files:
+            raise FileNotFoundError(f"tokenizer folder {src} holds none of {', '.join(TOKENIZER_FILES)}")
+        if src.resolve() != dest.resolve():
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copyfile(src / f, dest / f)
+    elif hasattr(getattr(tokenizer, "tokenizer", None), "save_pretrained"):
+        tokenizer.tokenizer.save_pretrained(str(dest))  # a hub tokenizer: the checkpoint carries its files
+    else:
+        log.warning("tokenizer %r is a hub name and was not bundled: loading the checkpoint needs "
+                    "bcos_clip.load(..., allow_hub=True)", name)
+        return model_cfg, None
     cfg = copy.deepcopy(model_cfg)
     cfg["text_cfg"]["hf_tokenizer_name"] = BUNDLED_DIR
     return cfg, BUNDLED_DIR
 
 
 def resolve_bundled_tokenizer(model_cfg: Dict[str, Any], directory: PathLike,
-                              tokenizer_info: Mapping[str, Any]) -> Dict[str, Any]:
-    """Point a saved config's hf_tokenizer_name at the tokenizer copy inside checkpoint `directory`."""
+                              tokenizer_info: Mapping[str, Any], allow_hub: bool = False) -> Dict[str, Any]:
+    """Point a saved config's hf_tokenizer_name at the tokenizer copy inside checkpoint `directory`.
+
+    The files must lie inside the checkpoint (no ``..``, absolute path or link leading out of it); a
+    tokenizer named any other way (a hub name, a folder elsewhere) is used only with ``allow_hub=True``.
+    Raises OutsideFolderError (one line) otherwise.
+    """
     files = tokenizer_info.get("files")
-    if not files:
-        return model_cfg
-    path = Path(directory) / str(files)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {directory}: its tokenizer folder {path} is missing")
-    cfg = copy.deepcopy(model_cfg)
-    cfg["text_cfg"]["hf_tokenizer_name"] = str(path)
-    return cfg
+    if files:
+        if not is_inside(directory, str(files)):
+            raise OutsideFolderError(f"checkpoint {directory}: config.json puts its tokenizer files at {files!r}, "
+                                     "outside the checkpoint; only files inside it are read")
+        if not (Path(directory) / str(files)).is_dir():
+            raise FileNotFoundError(f"checkpoint {directory}: its tokenizer folder {Path(directory) / str(files)} "
+                                    "is missing")
+        cfg = copy.deepcopy(model_cfg)
+        cfg["text_cfg"]["hf_tokenizer_name"] = str(folder_inside(directory, str(files), "checkpoint"))
+        return cfg
+    name = model_cfg.get("text_cfg", {}).get("hf_tokenizer_name")
+    if name and not allow_hub:
+        raise OutsideFolderError(f"checkpoint {directory}: config.json names the tokenizer {name!r} (a hub name or a "
+                                 "folder outside the checkpoint); only tokenizer files inside the checkpoint are "
+                                 "read unless you ask: bcos_clip.load(..., allow_hub=True)")
+    return model_cfg

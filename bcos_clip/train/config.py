@@ -74,6 +74,7 @@ class TrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 0
     resume: Optional[str] = None
+    overwrite: bool = False
     log_every: int = 10
     report_to: str = ""
     zeroshot_data: Optional[str] = None
@@ -94,6 +95,8 @@ class TrainConfig:
         for name in ("workers", "warmup", "zeroshot_every", "keep_checkpoints", "wd", "caption_weight", "agc_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.resume and self.overwrite:
+            raise ValueError("give --resume (continue a run) or --overwrite (replace it), not both")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of --epochs N and --steps N")
         if (self.epochs or self.steps or 0) < 1:

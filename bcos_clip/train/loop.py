@@ -29,11 +29,11 @@ from bcos_clip.train.distributed import (all_gather_objects, all_reduce_sum, any
                                          replica_fingerprint)
 from bcos_clip.train.metrics import MetricsLogger
 from bcos_clip.train.optim import clip_gradients_, lr_at, set_lr
+from bcos_clip.train.run_folder import SUMMARY_NAME, check_run_folder, clear_run
 from bcos_clip.train.session import Session, build_session
 from bcos_clip.train.zeroshot_check import ZeroShotCheck
 
 log = logging.getLogger(__name__)
-SUMMARY_NAME = "summary.json"
 
 
 class Trainer:
@@ -245,8 +245,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         the run summary (also written to ``OUTPUT/summary.json``): steps, plan, per-rank step
         counts, weight fingerprints, shards read and skip counters.
     """
+    check_run_folder(cfg)  # before any work: never a fresh start over an earlier run
     info = init_distributed(cfg.device)
     try:
-        return Trainer(build_session(cfg, info)).run()
+        session = build_session(cfg, info)
+        if cfg.overwrite and info.is_main:
+            clear_run(cfg.output)
+        barrier(info)
+        return Trainer(session).run()
     finally:
         cleanup_distributed()

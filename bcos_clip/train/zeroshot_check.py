@@ -28,6 +28,7 @@ class ZeroShotCheck:
             raise ValueError(f"--zeroshot-data {folder}: a classification wds folder is needed, "
                              f"found {self.bench.kind}")
         self.split = "test" if self.bench.has_split("test") else "train"
+        self.bench.shards(self.split)  # a missing or cut-short shard fails here, before any training step
         self.image_size, self.max_samples, self.batch_size = image_size, max_samples, batch_size
 
     @torch.no_grad()
