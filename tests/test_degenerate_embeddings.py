@@ -109,7 +109,7 @@ def test_eval_cli_refuses_instead_of_chance_accuracy(zero_ckpt, wds_root, tmp_pa
     rc = main(["eval", "--model", zero_ckpt, "--dataset", "wds/tiny", "--dataset_root", wds_root,
                "--output", str(out), "--batch-size", "4"])
     line = _one_line(capsys.readouterr().err)
-    assert rc == 2 and "zero for 4 of 4 images" in line and zero_ckpt in line and "wds/tiny" in line
+    assert rc == 2 and "zero for 4 of 4 images" in line and zero_ckpt in line and "tiny/test" in line
     assert not [p for p in out.rglob("*.json") if json.loads(p.read_text()).get("status") == "ok"]
 
 
@@ -130,9 +130,9 @@ def test_trainer_zeroshot_check_stops_the_run(raw_rn, tmp_path, capsys):
                "--output", str(tmp_path / "run"), "--steps", "2", "--batch-size", "4", "--workers", "0",
                "--lr", "1e-9", "--zeroshot-data", wds, "--zeroshot-every", "1", "--zeroshot-samples", "4"])
     line = _one_line(capsys.readouterr().err)
-    assert rc == 2 and "zero for 4 of 4 images" in line and "step 1" in line
-    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert not any("zeroshot_top1" in m for m in metrics)
+    assert rc == 2 and "zero for 4 of 4 images" in line and "zero-shot check at step 1" in line, line
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    assert not metrics.exists() or "zeroshot_top1" not in metrics.read_text()
 
 
 def test_serve_answers_422_through_the_same_check(zero_model):
@@ -150,3 +150,22 @@ def test_serve_answers_422_through_the_same_check(zero_model):
             r = c.post("/explain", files={"image": ("a.png", buf.getvalue(), "image/png")},
                        data={"prompts": "a red circle"})
         assert r.status_code == 422 and "embedding is zero" in r.json()["detail"], r.text
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in a JSON file")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_files_never_hold_nan(tiny_rn_bcos, tmp_path):
+    from safetensors import safe_open
+
+    from bcos_clip.evaluation.linear_probe import save_probe
+
+    head = save_probe(torch.nn.Linear(4, 2), tmp_path / "p.safetensors", ["a", "b"], {"tried": {"1e-6": float("nan")}})
+    with safe_open(str(head), "pt") as f:
+        assert _strict(f.metadata()["info"]) == {"tried": {"1e-6": None}}
+    with pytest.raises(ValueError, match="Out of range float"):
+        bcos_clip.save(tiny_rn_bcos, tmp_path / "ckpt", extra={"loss": float("nan")})
+    assert not (tmp_path / "ckpt" / "model.safetensors").exists()  # refused before writing the weights

@@ -91,5 +91,5 @@ def explain_files(cfg: ExplainFilesConfig) -> Dict[str, object]:
                                  out / name)) for view, name in (("colour", "sheet.png"), ("overlay", "sheet_overlay.png"))}
     summary = scores_json(e, cfg.images, templates, cfg.model)
     summary["files"] = {"pairs": files, "sheets": sheets}
-    (out / "scores.json").write_text(json.dumps(summary, indent=2))
+    (out / "scores.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     return summary

@@ -70,10 +70,11 @@ def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = No
                       **({"files": tokenizer_files} if tokenizer_files else {})},
         "teacher_visual": teacher is not None, "versions": package_versions(), "extra": dict(extra or {}),
     }
+    text = json.dumps(config, indent=2, default=str, allow_nan=False)  # strict JSON, checked before writing
     save_file(_tensors(model), str(d / WEIGHTS_NAME), metadata={"format": FORMAT})
     if teacher is not None:
         save_file(_tensors(teacher.visual), str(d / TEACHER_VISUAL_NAME), metadata={"format": FORMAT})
-    (d / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    (d / CONFIG_NAME).write_text(text)
     return d
 
 
@@ -116,6 +117,7 @@ def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu") ->
     model = build_from_config(config)
     load_weights_strict(model, read_safetensors(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config
+    model.checkpoint_dir = str(d)  # how messages name the model
     return model.eval().to(map_location)
 
 

@@ -16,22 +16,21 @@ from typing import Any, Tuple
 
 import torch
 
-HINT = ("a B-cos tower whose BatchNorm still holds the plain model's statistics does this: refit them with "
-        "bcos_clip.recalibrate_batchnorm or `bcos-clip bcosify --calibrate-data`")
+ZERO_HINT = ("a B-cos tower whose BatchNorm still holds the plain model's statistics does this: refit them with "
+             "bcos_clip.recalibrate_batchnorm or `bcos-clip bcosify --calibrate-data`")
+NONFINITE_HINT = "check the weights for NaN / inf, or run in fp32 if a low precision overflowed"
 
 
 class DegenerateEmbeddingError(ValueError):
-    """Zero or non-finite image embeddings (a ValueError: the CLI reports it in one line, exit 2).
+    """Zero or non-finite image embeddings (a ValueError: the CLI reports it in one line, exit 2)."""
 
-    Attributes: model (name), zero, nonfinite, total (image counts), where (what was being computed).
-    """
 
-    def __init__(self, model: str, zero: int, nonfinite: int, total: int, where: str = "") -> None:
-        self.model, self.zero, self.nonfinite, self.total, self.where = model, zero, nonfinite, total, where
-        found = [f"{what} for {n} of {total} images" for what, n in (("zero", zero), ("non-finite", nonfinite)) if n]
-        place = f" ({where})" if where else ""
-        super().__init__(f"model {model}: the image embedding is {' and '.join(found)}{place}, so its cosines "
-                         f"are undefined; {HINT}")
+def degenerate_message(model: str, zero: int, nonfinite: int, total: int, where: str = "") -> str:
+    """The one line: the model, what was found for how many of how many images, where, and the cure."""
+    found = [f"{what} for {n} of {total} images" for what, n in (("zero", zero), ("non-finite", nonfinite)) if n]
+    place = f" ({where})" if where else ""
+    hint = ZERO_HINT if zero else NONFINITE_HINT
+    return f"model {model}: the image embedding is {' and '.join(found)}{place}, so its cosines are undefined; {hint}"
 
 
 def model_name(model: Any) -> str:
@@ -72,7 +71,8 @@ class EmbeddingWatch:
         self.total += int(zero.numel())
         n_zero, n_bad = int(zero.sum()), int(nonfinite.sum())
         if n_zero or n_bad:
-            raise DegenerateEmbeddingError(model_name(self.model), n_zero, n_bad, self.total, self.where)
+            raise DegenerateEmbeddingError(degenerate_message(model_name(self.model), n_zero, n_bad, self.total,
+                                                              self.where))
         return embeddings
 
 

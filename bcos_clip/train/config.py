@@ -112,7 +112,7 @@ class TrainConfig:
 
     def save_json(self, directory: Path) -> Path:
         path = Path(directory) / CONFIG_JSON
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False))
         return path
 
 
