@@ -51,9 +51,10 @@ def model_name(model: Any) -> str:
 def degenerate_rows(embeddings: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """embeddings (N, D) -> (zero, nonfinite), two (N,) bool masks.
 
-    Judged on the fp32 norm every consumer divides by: zero also catches embeddings whose norm
-    underflows, non-finite also those whose norm overflows."""
-    norm = torch.linalg.vector_norm(embeddings.detach().float(), dim=-1)
+    Judged on the norm every consumer divides by (fp32, float64 for a float64 tower): zero also
+    catches embeddings whose norm underflows, non-finite also those whose norm overflows."""
+    e = embeddings.detach()
+    norm = torch.linalg.vector_norm(e if e.dtype == torch.float64 else e.float(), dim=-1)
     return norm == 0, ~torch.isfinite(norm)
 
 
