@@ -166,6 +166,13 @@ def test_json_files_never_hold_nan(tiny_rn_bcos, tmp_path):
     head = save_probe(torch.nn.Linear(4, 2), tmp_path / "p.safetensors", ["a", "b"], {"tried": {"1e-6": float("nan")}})
     with safe_open(str(head), "pt") as f:
         assert _strict(f.metadata()["info"]) == {"tried": {"1e-6": None}}
-    with pytest.raises(ValueError, match="Out of range float"):
-        bcos_clip.save(tiny_rn_bcos, tmp_path / "ckpt", extra={"loss": float("nan")})
-    assert not (tmp_path / "ckpt" / "model.safetensors").exists()  # refused before writing the weights
+    with pytest.raises(ValueError, match=r"config.json 'extra': runs.1.loss is not a finite number"):
+        bcos_clip.save(tiny_rn_bcos, tmp_path / "ckpt", extra={"runs": [{"loss": 1.0}, {"loss": float("nan")}]})
+    assert not (tmp_path / "ckpt").exists()  # refused before anything is written
+    from bcos_clip.train import TrainConfig
+
+    cfg = TrainConfig(model="RN50", train_data="x", output=str(tmp_path), steps=1)
+    object.__setattr__(cfg, "siglip_bias", float("-inf"))  # past any validation: the writer itself refuses
+    with pytest.raises(ValueError, match="siglip_bias is not a finite number"):
+        cfg.save_json(tmp_path)
+    assert not (tmp_path / "train_config.json").exists()

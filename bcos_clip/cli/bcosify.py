@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from bcos_clip.cli.common import add_model, add_output
 
@@ -52,6 +51,7 @@ def _recalibrate(model, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import bcos_clip
+    from bcos_clip.models.strict_json import dumps_strict
 
     if args.calibrate_data is None and (args.calibrate_batches, args.calibrate_batch_size) != (None, None):
         raise ValueError("--calibrate-batches / --calibrate-batch-size need --calibrate-data")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     model = bcos_clip.bcosify(clip, b=args.b, bias=args.bias, qk=args.qk, input_encoding=args.input_encoding)
     extra = {"batchnorm_recalibration": _recalibrate(model, args)} if args.calibrate_data else {}
     out = bcos_clip.save(model, args.output, extra=extra)
-    (out / "conversion_report.json").write_text(json.dumps({**model.report.to_dict(), **extra}, indent=2,
-                                                           allow_nan=False))
+    (out / "conversion_report.json").write_text(dumps_strict({**model.report.to_dict(), **extra},
+                                                             "conversion_report.json", indent=2))
     print(f"{model.report.summary()}\nwrote {out}")
     return 0

@@ -5,7 +5,6 @@ Writes into the output folder: `localization_<dataset>_<method>.json` (summary, 
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from bcos_clip.explain.pointing_report import example_picture, histogram_picture
 from bcos_clip.explain.prompts import prompt_embeddings, resolve_templates
 from bcos_clip.explain.visualize import save_png
 from bcos_clip.models import EmbeddingWatch, resolve_model
+from bcos_clip.models.strict_json import dumps_strict
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _write(result_json: dict, result, out: Path, tag: str) -> Dict[str, str]:
     for i, ex in enumerate(result.examples):
         save_png(example_picture(ex, result.classnames, result.grid, result.smooth),
                  out / f"examples_{tag}" / f"grid_{i:02d}.png")
-    paths["json"].write_text(json.dumps(result_json, indent=2, allow_nan=False))
+    paths["json"].write_text(dumps_strict(result_json, str(paths["json"]), indent=2))
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from bcos_clip.data.train_shards import make_epoch_loader
 from bcos_clip.data.transforms import to_unit_float
 from bcos_clip.models import DegenerateEmbeddingError, save
+from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.train.checkpoint import rng_states, save_checkpoint
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.distributed import (all_gather_objects, all_reduce_sum, any_rank, barrier,
@@ -232,7 +232,7 @@ class Trainer:
                      "rng": rng_states(), "plan": dataclasses.asdict(s.plan)}
             self.last_checkpoint = save_checkpoint(
                 s.cfg.output, s.step, lambda d: save(s.student, d), state,
-                json.dumps(s.cfg.to_dict(), indent=2, sort_keys=True, allow_nan=False), s.cfg.keep_checkpoints)
+                dumps_strict(s.cfg.to_dict(), "train config", indent=2, sort_keys=True), s.cfg.keep_checkpoints)
             if s.text_cache is not None:
                 s.text_cache.flush(f"s{s.step:08d}")
         self.saved_step = s.step
@@ -246,7 +246,7 @@ class Trainer:
         summary = {"rank": s.info.rank, "steps": s.step, "plan": dataclasses.asdict(s.plan),
                    "checkpoint": str(Path(s.cfg.output) / "checkpoints" / "latest"), "ranks": ranks}
         if s.info.is_main:
-            (Path(s.cfg.output) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, allow_nan=False))
+            (Path(s.cfg.output) / SUMMARY_NAME).write_text(dumps_strict(summary, SUMMARY_NAME, indent=2))
         return summary
 
 
