@@ -96,7 +96,7 @@ def test_explain_cli_refuses_a_zero_embedding_without_writing(zero_ckpt, tmp_pat
                "--output", str(out), "--device", "cpu"])
     line = _one_line(capsys.readouterr().err)
     assert rc == 2 and zero_ckpt in line and "zero for 1 of 1 images" in line and "recalibrate_batchnorm" in line
-    assert not (out / "scores.json").exists() and not list(out.glob("*.png")) if out.exists() else True
+    assert not (out / "scores.json").exists() and not list(out.glob("*.png"))  # no NaN file, no black panel
 
 
 def test_explain_library_refuses_nonfinite(nan_ckpt, tmp_path):
@@ -176,3 +176,34 @@ def test_json_files_never_hold_nan(tiny_rn_bcos, tmp_path):
     with pytest.raises(ValueError, match="siglip_bias is not a finite number"):
         cfg.save_json(tmp_path)
     assert not (tmp_path / "train_config.json").exists()
+
+
+def _eval_rank(rank: int, ckpt: str, root: str, init: str) -> None:
+    import torch.distributed as dist
+
+    from bcos_clip.evaluation.suite import run_suite
+    from bcos_clip.evaluation.suite_files import Suite, SuiteEntry
+    from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        suite = Suite("t", (SuiteEntry("toy", "zeroshot_classification"), SuiteEntry("toy", "linear_probe")))
+        with pytest.raises(DegenerateEmbeddingError, match=r"rank \d: DegenerateEmbeddingError: model .*zero for"):
+            run_suite(suite, EvalConfig(output=root + "_out", dataset_root=root, batch_size=4),
+                      [ModelHandle(bcos_clip.load(ckpt), "zero")], groups={})
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_stops_on_a_degenerate_model(zero_ckpt, tmp_path):
+    """torchrun-style: each rank finds the zero embeddings in its shards; all ranks stop in step (no rank
+    waits alone in a collective) with the degenerate error, not a failed row."""
+    import torch.multiprocessing as mp
+
+    from tests.test_eval_data import write_classification
+
+    write_classification(tmp_path / "toy", n_test=12, n_train=4)
+    mp.spawn(_eval_rank, args=(zero_ckpt, str(tmp_path / "toy"), f"file://{tmp_path / 'pg'}"), nprocs=2, join=True)
+    assert not list((tmp_path / "toy_out").rglob("*.json"))  # no result row, not even a failed one
