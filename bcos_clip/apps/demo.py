@@ -39,11 +39,14 @@ from bcos_clip.apps.demo_train import distill_config, distill_stage, read_metric
 from bcos_clip.data.shapes import task_classnames
 from bcos_clip.data.shapes_writer import WorldPaths, build_world
 from bcos_clip.evaluation import build_report
-from bcos_clip.models import bcosify, load_clip, resolve_model, save
+from bcos_clip.data.calibration import calibration_batches
+from bcos_clip.models import bcosify, load_clip, recalibrate_batchnorm, resolve_model, save
+from bcos_clip.nn.norms import UncenteredBatchNorm2d
 
 log = logging.getLogger(__name__)
 
 ZERO_SHOT = "zeroshot_classification"
+CALIBRATION = (10, 32)  # BatchNorm refit of the B-cosified column: batches x images
 
 
 def _world(cfg: DemoConfig, settings: Dict[str, Any], out: Path) -> WorldPaths:
@@ -51,19 +54,26 @@ def _world(cfg: DemoConfig, settings: Dict[str, Any], out: Path) -> WorldPaths:
     return build_world(out / "world", quick=cfg.quick, seed=cfg.seed, **kwargs)
 
 
-def _bcosified(runner: StageRunner, teacher: Dict[str, str], out: Path, b: float) -> Dict[str, Any]:
-    """The teacher's B-cosified tower before any training, saved as a checkpoint (a report column)."""
+def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, out: Path,
+               b: float) -> Dict[str, Any]:
+    """The teacher's B-cosified tower before any training, its BatchNorm statistics refitted on
+    CALIBRATION = (batches, batch size) training images (without, B = 2 shrinks RN embeddings to 0),
+    saved as a checkpoint (a report column)."""
     folder = out / "bcosified"
 
     def work() -> Dict[str, Any]:
         clip, _, _ = load_clip(teacher["model"], teacher["pretrained"])
         model = bcosify(clip, b=b, bias=False)
+        if any(isinstance(m, UncenteredBatchNorm2d) for m in model.modules()):
+            recalibrate_batchnorm(model, calibration_batches(world.train_shards, model.preprocess, CALIBRATION[1]),
+                                  CALIBRATION[0])
         save(model, folder)
         r = model.report
         return {"checkpoint": str(folder), "digest": file_digest(folder), "replaced": len(r.replaced),
                 "removed": [list(x) for x in r.removed], "unconverted": [list(x) for x in r.unconverted]}
 
-    return runner.run("bcosify", {"teacher": teacher["digest"], "b": b}, work, clear=[folder])
+    return runner.run("bcosify", {"teacher": teacher["digest"], "b": b, "calibration": list(CALIBRATION)}, work,
+                      clear=[folder])
 
 
 def _students(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
@@ -210,7 +220,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],
                                                              cfg.seed, cfg.quick),
                            output=out / "teacher" / f"teacher_{cfg.arch}.pt")
-    bcosified = _bcosified(runner, teacher, out, float(settings["distill"].get("bcos_b", 2.0)))
+    bcosified = _bcosified(runner, teacher, world, out, float(settings["distill"].get("bcos_b", 2.0)))
     students = _students(runner, cfg, settings, world, teacher, out)
     main = settings["distill"].get("loss", "text_kd")
     models = _demo_models(teacher, bcosified, students, main)

@@ -117,13 +117,15 @@ def _world(s: Dict[str, Any]) -> List[str]:
 def _models(s: Dict[str, Any]) -> List[str]:
     t, st = s["teacher"], s["students"]["text_kd"]
     zs, chance, groups = s["zeroshot"], s["chance"], s["world"]["groups"]
+    refit = "; BatchNorm statistics refitted on 320 training images" if s["config"]["arch"] == "rn" else ""
     rows = [[ds, groups[ds], _pct(chance[ds]), _pct(zs["teacher"][ds]), _pct(zs["bcosified"].get(ds)),
              _pct(zs["student"][ds]), _num(retention(zs["student"][ds], zs["teacher"][ds], chance[ds]), ".2f")]
             for ds in chance]
     return ["## 2. Teacher, B-cosified tower and distilled student", "",
             f"Teacher: tiny open_clip CLIP (`{s['config']['arch']}`), {t['steps']} contrastive steps at batch "
             f"{t['batch_size']} (final loss {_num(t.get('final_loss'))}). `bcosify` turns its image tower into a "
-            f"B-cos tower (B = 2, no biases), which no longer agrees with the text tower (column *B-cosified*); "
+            f"B-cos tower (B = 2, no biases{refit}), which no longer agrees with the text tower (column "
+            f"*B-cosified*); "
             f"distillation with the default `{st['loss']}` loss ({st['steps']} steps, loss "
             f"{_num(st.get('first_loss'))} -> {_num(st.get('final_loss'))}) brings it back.", "",
             "Zero-shot top-1 (%) on each task; retention = (student - chance) / (teacher - chance):", ""] \

@@ -21,17 +21,24 @@ import torch.nn.functional as F
 from bcos_clip.apps.serve_io import RequestError
 from bcos_clip.explain import Explanation, explain, image_contributions
 from bcos_clip.explain.baselines import BASELINES, Attribution
-from bcos_clip.models import BcosCLIP
+from bcos_clip.models import BcosCLIP, DegenerateEmbeddingError, check_image_embeddings
 
 BASELINE_LABELS = {"gradient": "Gradient", "input_x_gradient": "Input×Gradient",
                    "integrated_gradients": "Integrated Gradients", "gradcam": "GradCAM"}
 
 
+def degenerate_answer(label: str) -> RequestError:
+    return RequestError(422, f"{label}: the image embedding is zero or not finite for this image, so cosines "
+                             "and explanations are undefined (an untrained or broken checkpoint, or BatchNorm "
+                             "statistics never refitted: bcos_clip.recalibrate_batchnorm)")
+
+
 def check_embedding(embedding: torch.Tensor, label: str) -> None:
-    """A zero or non-finite image embedding leaves nothing to explain (cosines undefined): a 422."""
-    if not torch.isfinite(embedding).all():
-        raise RequestError(422, f"{label}: the image embedding is zero or not finite for this image, so "
-                                "cosines and explanations are undefined (an untrained or broken checkpoint?)")
+    """A zero or non-finite image embedding (N, D) leaves nothing to explain (cosines undefined): a 422."""
+    try:
+        check_image_embeddings(embedding, label)
+    except DegenerateEmbeddingError:
+        raise degenerate_answer(label) from None
 
 
 class Method(Protocol):
@@ -64,9 +71,10 @@ class BcosMethod:
         self.label = f"B-cos student ({model.name})"
 
     def prepare(self, images: torch.Tensor) -> Any:
-        state = image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.colour)
-        check_embedding(state.embedding, self.label)
-        return state
+        try:  # the explanation's own pass refuses a degenerate embedding
+            return image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.colour)
+        except DegenerateEmbeddingError:
+            raise degenerate_answer(self.label) from None
 
     def explain(self, state: Any, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
         with torch.no_grad():
@@ -122,9 +130,10 @@ class BcosPromptsMethod:
         return PerPromptState(images=images.detach())
 
     def _compute(self, images: torch.Tensor, text: torch.Tensor) -> Explanation:
-        e = explain(self.model, images, text, return_weights=self.colour, method="prompts")
-        check_embedding(e.scores, self.label)
-        return e
+        try:
+            return explain(self.model, images, text, return_weights=self.colour, method="prompts")
+        except DegenerateEmbeddingError:
+            raise degenerate_answer(self.label) from None
 
     def explain(self, state: PerPromptState, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
         return explain_per_prompt(state, text, prompts, lambda t: self._compute(state.images, t))
@@ -144,7 +153,7 @@ class BaselineMethod:
     def prepare(self, images: torch.Tensor) -> PerPromptState:
         with torch.no_grad():
             raw = self.model.encode_image(images).float()
-        check_embedding(raw / raw.norm(dim=-1, keepdim=True), self.label)
+        check_embedding(raw, self.label)
         return PerPromptState(images=images.detach(), embedding=F.normalize(raw, dim=-1))
 
     def _compute(self, state: PerPromptState, text: torch.Tensor) -> Explanation:

@@ -286,10 +286,15 @@ def make_epoch_loader(shardset: ShardSet, spec: StreamSpec, epoch: int, batches_
                       persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
 
 
+def raw_samples_once(shardset: ShardSet, bad: BadDataCounter) -> Iterator[Dict[str, Any]]:
+    """Every raw sample (bytes per extension) of every shard once, in shard order; unreadable data is
+    skipped and counted in ``bad``."""
+    shards = ({"url": u, "pass": 0} for u in shardset.shards)
+    return _raw_samples(shards, dict(shardset.chunks), bad, "read")
+
+
 def first_sample_fields(shardset: ShardSet) -> List[str]:
     """The extensions of the first readable sample (to tell caption shards from class shards)."""
-    bad = BadDataCounter(max_logged=0)
-    shards = ({"url": u, "pass": 0} for u in shardset.shards)
-    for sample in _raw_samples(shards, dict(shardset.chunks), bad, "probe"):
+    for sample in raw_samples_once(shardset, BadDataCounter(max_logged=0)):
         return sorted(k for k in sample if not k.startswith("__"))
     return []

@@ -16,6 +16,7 @@ from bcos_clip.evaluation.distributed import all_gather, rank_world
 from bcos_clip.evaluation.hashing import json_digest
 from bcos_clip.evaluation.precision import autocast
 from bcos_clip.evaluation.results import first_line
+from bcos_clip.models import DegenerateEmbeddingError, EmbeddingWatch
 from bcos_clip.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,11 @@ def concat_targets(parts: List[Targets]) -> Targets:
 def extract_features(model: Any, loader: torch.utils.data.DataLoader, device: torch.device,
                      precision: str = "fp32", desc: str = "features"
                      ) -> Tuple[torch.Tensor, Targets, torch.Tensor]:
-    """L2-normalised image embeddings (N, D) float32 on CPU, the targets and the (N,) order keys."""
+    """L2-normalised image embeddings (N, D) float32 on CPU, the targets and the (N,) order keys.
+
+    Raises DegenerateEmbeddingError at the first batch with a zero or non-finite embedding (``desc``
+    names the split in its message)."""
+    watch = EmbeddingWatch(model, f"features of {desc}")
     feats: List[torch.Tensor] = []
     targets: List[Targets] = []
     keys: List[torch.Tensor] = []
@@ -75,7 +80,7 @@ def extract_features(model: Any, loader: torch.utils.data.DataLoader, device: to
             for images, target, key in batches:
                 with autocast(precision, device):
                     emb = model.encode_image(images.to(device, non_blocking=True))
-                feats.append(F.normalize(emb.float(), dim=-1).cpu())
+                feats.append(F.normalize(watch(emb.float()), dim=-1).cpu())
                 targets.append(target)
                 keys.append(key)
                 bar.update(images.shape[0])
@@ -121,11 +126,12 @@ def split_features(model: Any, dataset: Any, split: str,
     except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
         if world == 1:
             raise
-        local = f"rank {rank}: {first_line(exc)}"
+        local = {"error": f"rank {rank}: {first_line(exc)}", "degenerate": isinstance(exc, DegenerateEmbeddingError)}
     gathered = all_gather(local)
-    errors = [g for g in gathered if isinstance(g, str)]
-    if errors:
-        raise ValueError("; ".join(errors))
+    errors = [g for g in gathered if isinstance(g, dict)]
+    if errors:  # a degenerate model stays one (the suite stops on it), other errors fail the row
+        kind = DegenerateEmbeddingError if any(e["degenerate"] for e in errors) else ValueError
+        raise kind("; ".join(e["error"] for e in errors))
     if rank != 0:
         return None
     gathered = [g for g in gathered if g[0].numel()]

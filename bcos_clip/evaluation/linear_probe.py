@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bcos_clip.evaluation.metrics import classification_metrics
+from bcos_clip.evaluation.results import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ def save_probe(probe: torch.nn.Linear, path: Path, classnames: Sequence[str], in
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"classnames": json.dumps(list(classnames)), "info": json.dumps(info, default=str)}
+    meta = {"classnames": json.dumps(list(classnames)),
+            "info": json.dumps(sanitize(info), default=str, allow_nan=False)}  # NaN -> null, strict JSON
     save_file({"weight": probe.weight.detach().contiguous(), "bias": probe.bias.detach().contiguous()},
               str(path), metadata=meta)
     return path

@@ -11,6 +11,7 @@ from bcos_clip.evaluation.distributed import is_main
 from bcos_clip.evaluation.results import first_line, make_record, result_path, write_record
 from bcos_clip.evaluation.suite_files import Suite, SuiteEntry, load_groups
 from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate, existing_ok
+from bcos_clip.models import DegenerateEmbeddingError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def run_suite(suite: Suite, cfg: EvalConfig, models: Sequence[Any] = (),
     """Evaluate every model (``ModelSpec`` to load, or a ready ``ModelHandle``) on every suite entry.
 
     A model that fails to load or an entry that fails (missing dataset, corrupt image, ...) gives a
-    failed row and the suite goes on; with ``cfg.skip_existing`` successful results are kept.
+    failed row and the suite goes on; with ``cfg.skip_existing`` successful results are kept. A model
+    whose image embeddings are zero or non-finite stops the suite (DegenerateEmbeddingError).
     Returns the records of this run, failed rows included (status "failed"; rank 0).
     """
     models = list(models) or list(suite.models)
@@ -106,6 +108,8 @@ def run_suite(suite: Suite, cfg: EvalConfig, models: Sequence[Any] = (),
             entry_cfg = replace(cfg, dataset_root=e.dataset_root or cfg.dataset_root or suite.dataset_root)
             try:
                 rec = evaluate(handle, e.dataset, e.task, entry_cfg, entry_group(e, groups))
+            except DegenerateEmbeddingError:
+                raise  # the model itself is unusable: every row would fail alike, stop with its one line
             except Exception as exc:  # noqa: BLE001 - a failed row names the problem
                 records.append(_failed(ident, e, cfg, entry_group(e, groups), first_line(exc)))
                 continue

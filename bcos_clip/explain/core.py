@@ -75,6 +75,7 @@ def explain(model: BcosCLIP, images: torch.Tensor, prompts: Prompts, templates: 
     n_chunk: images per forward (bounds memory).
     Returns an Explanation with contributions (N, K, H, W), scores and bias (N, K), weights
     (N, K, 6, H, W) if return_weights; contributions.sum((-2,-1)) + bias == scores.
+    Raises DegenerateEmbeddingError (a ValueError) when an image embedding is zero or non-finite.
     """
     model = require_bcos(model)
     device = next(model.parameters()).device

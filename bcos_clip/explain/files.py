@@ -6,7 +6,6 @@ the prompt and cosine), `sheet.png` (images x prompts, colour explanations), `sh
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from bcos_clip.explain.prompts import resolve_templates
 from bcos_clip.explain.sheet import explanation_sheet, pair_panel
 from bcos_clip.explain.visualize import save_png
 from bcos_clip.models import resolve_model
+from bcos_clip.models.strict_json import dumps_strict
 
 
 @dataclass(frozen=True)
@@ -91,5 +91,5 @@ def explain_files(cfg: ExplainFilesConfig) -> Dict[str, object]:
                                  out / name)) for view, name in (("colour", "sheet.png"), ("overlay", "sheet_overlay.png"))}
     summary = scores_json(e, cfg.images, templates, cfg.model)
     summary["files"] = {"pairs": files, "sheets": sheets}
-    (out / "scores.json").write_text(json.dumps(summary, indent=2))
+    (out / "scores.json").write_text(dumps_strict(summary, str(out / "scores.json"), indent=2))
     return summary

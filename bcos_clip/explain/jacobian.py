@@ -18,7 +18,7 @@ from typing import Iterator, Tuple
 import torch
 
 from bcos_clip import nn as bnn
-from bcos_clip.models import BcosCLIP, check_images
+from bcos_clip.models import BcosCLIP, check_image_embeddings, check_images
 
 
 class NotBcosError(TypeError, ValueError):
@@ -68,6 +68,7 @@ def tower_pass(model: BcosCLIP, x6: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     try:
         with torch.enable_grad(), bnn.explanation_mode(model), bnn.dynamic_mode(model, "record"):
             out = model.encode_image6(x6).to(x6.dtype)
+        check_image_embeddings(out, model)  # a zero / non-finite o has no direction to explain
         norm = out.norm(dim=-1, keepdim=True).detach()
         with torch.no_grad(), bnn.explanation_mode(model), bnn.dynamic_mode(model, "replay"):
             bias = model.encode_image6(torch.zeros_like(x6)).to(x6.dtype) / norm

@@ -5,7 +5,6 @@ Writes into the output folder: `localization_<dataset>_<method>.json` (summary, 
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from bcos_clip.explain.pointing import grid_pointing_game, select_confident
 from bcos_clip.explain.pointing_report import example_picture, histogram_picture
 from bcos_clip.explain.prompts import prompt_embeddings, resolve_templates
 from bcos_clip.explain.visualize import save_png
-from bcos_clip.models import resolve_model
+from bcos_clip.models import EmbeddingWatch, resolve_model
+from bcos_clip.models.strict_json import dumps_strict
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,15 @@ def collect_confident(model: torch.nn.Module, dataset: torch.utils.data.Iterable
                       batch_size: int = 64) -> Dict[int, torch.Tensor]:
     """Read (image (3, H, W) in [0, 1], label, ...) samples and keep up to `per_class` correctly and
     confidently classified images per class, as uint8 (M_c, 3, H, W). Stops when every class is full
-    or after `max_images` samples."""
+    or after `max_images` samples; a zero or non-finite image embedding raises DegenerateEmbeddingError."""
     n_classes = class_text.shape[0]
     kept: Dict[int, List[torch.Tensor]] = {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     seen = 0
+    watch = EmbeddingWatch(model, "selecting confident images")
     for batch in tqdm(loader, desc="selecting confident images", leave=False):
         images, labels = batch[0], batch[1]  # (image, target[, order key]) samples
-        ok = select_confident(model, images, labels, class_text, threshold, batch_size)
+        ok = select_confident(model, images, labels, class_text, threshold, batch_size, watch)
         for img, lab in zip(images[ok], labels[ok]):
             bucket = kept.setdefault(int(lab), [])
             if len(bucket) < per_class:
@@ -91,7 +92,7 @@ def _write(result_json: dict, result, out: Path, tag: str) -> Dict[str, str]:
     for i, ex in enumerate(result.examples):
         save_png(example_picture(ex, result.classnames, result.grid, result.smooth),
                  out / f"examples_{tag}" / f"grid_{i:02d}.png")
-    paths["json"].write_text(json.dumps(result_json, indent=2))
+    paths["json"].write_text(dumps_strict(result_json, str(paths["json"]), indent=2))
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from bcos_clip.explain.baselines import ATTRIBUTIONS
 from bcos_clip.explain.prompts import Templates, prompt_embeddings
 from bcos_clip.explain.visualize import box_smooth
+from bcos_clip.models import EmbeddingWatch
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ def make_grids(labels: torch.Tensor, n: int, n_grids: int, seed: int = 0) -> tor
 
 @torch.no_grad()
 def select_confident(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     class_text: torch.Tensor, threshold: float = 0.5, batch_size: int = 64) -> torch.Tensor:
-    """(M,) bool: top-1 == label and softmax(100 cos) of it >= threshold. images (M, 3, H, W) in [0, 1]."""
+                     class_text: torch.Tensor, threshold: float = 0.5, batch_size: int = 64,
+                     watch: Optional[EmbeddingWatch] = None) -> torch.Tensor:
+    """(M,) bool: top-1 == label and softmax(100 cos) of it >= threshold. images (M, 3, H, W) in [0, 1].
+
+    A zero or non-finite embedding raises DegenerateEmbeddingError (``watch`` counts over several calls)."""
+    watch = watch or EmbeddingWatch(model, "selecting confident images")
     was_training = model.training
     model.eval()
     device = class_text.device
@@ -92,7 +97,7 @@ def select_confident(model: torch.nn.Module, images: torch.Tensor, labels: torch
     try:
         for i in range(0, images.shape[0], batch_size):
             batch = as_unit_float(images[i:i + batch_size].to(device))
-            emb = F.normalize(model.encode_image(batch).float(), dim=-1)
+            emb = F.normalize(watch(model.encode_image(batch).float()), dim=-1)
             prob, top = (100.0 * emb @ class_text.T).softmax(-1).max(-1)
             keep.append((top.cpu() == labels[i:i + batch_size].cpu()) & (prob.cpu() >= threshold))
     finally:

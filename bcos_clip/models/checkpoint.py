@@ -18,6 +18,7 @@ from bcos_clip.models.bcos_model import BcosCLIP, bcosify
 from bcos_clip.models.hf_tokenizer import bundle_tokenizer, resolve_bundled_tokenizer
 from bcos_clip.models.loading import SOURCE_ATTR, instantiate
 from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict  # noqa: F401
+from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.runtime.contained import OutsideFolderError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = No
     if not isinstance(model, BcosCLIP):
         raise TypeError(f"bcos_clip.save expects a BcosCLIP, got {type(model).__name__}")
     d = Path(directory)
+    dumps_strict(dict(extra or {}), f"checkpoint {d}: config.json 'extra'")  # refused before anything is written
     d.mkdir(parents=True, exist_ok=True)
     model_cfg, tokenizer_files = bundle_tokenizer(model.source["model_cfg"], d, model.tokenizer)  # HF tokenizer -> d
     config = {
@@ -73,10 +75,11 @@ def save(model: BcosCLIP, directory: PathLike, teacher: Optional[nn.Module] = No
                       **({"files": tokenizer_files} if tokenizer_files else {})},
         "teacher_visual": teacher is not None, "versions": package_versions(), "extra": dict(extra or {}),
     }
+    text = dumps_strict(config, f"checkpoint {d}: config.json", indent=2, default=str)  # before the weights
     save_file(_tensors(model), str(d / WEIGHTS_NAME), metadata={"format": FORMAT})
     if teacher is not None:
         save_file(_tensors(teacher.visual), str(d / TEACHER_VISUAL_NAME), metadata={"format": FORMAT})
-    (d / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    (d / CONFIG_NAME).write_text(text)
     return d
 
 
@@ -132,6 +135,7 @@ def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu", al
     model = build_from_config(config)
     load_weights_strict(model, read_model_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config
+    model.checkpoint_dir = str(d)  # how messages name the model
     return model.eval().to(map_location)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.train.losses import LOSSES, LossParams
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
@@ -115,7 +116,7 @@ class TrainConfig:
 
     def save_json(self, directory: Path) -> Path:
         path = Path(directory) / CONFIG_JSON
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        path.write_text(dumps_strict(self.to_dict(), f"train config {path}", indent=2, sort_keys=True))
         return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -21,7 +20,8 @@ from tqdm.auto import tqdm
 
 from bcos_clip.data.train_shards import make_epoch_loader
 from bcos_clip.data.transforms import to_unit_float
-from bcos_clip.models import save
+from bcos_clip.models import DegenerateEmbeddingError, save
+from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.train.checkpoint import rng_states, save_checkpoint
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.distributed import (all_gather_objects, all_reduce_sum, any_rank, barrier,
@@ -202,12 +202,24 @@ class Trainer:
         self.window = {"loss": 0.0, "n": 0, "images": 0, "t": time.perf_counter()}
 
     def _zeroshot(self) -> None:
+        """The zero-shot check (rank 0); degenerate embeddings stop the run on every rank."""
+        error: Optional[DegenerateEmbeddingError] = None
         if self.zeroshot is not None:
-            result = self.zeroshot.run(self.s.student, self.s.info.device)
+            try:
+                result = self.zeroshot.run(self.s.student, self.s.info.device,
+                                           f"the zero-shot check at step {self.s.step}")
+            except DegenerateEmbeddingError as exc:
+                error = exc
+            else:
+                self.metrics.log({"step": self.s.step, **result})
+                log.info("step %d: zero-shot top-1 %.4f on %d images", self.s.step, result["zeroshot_top1"],
+                         int(result["zeroshot_n"]))
             self.s.student.train()
-            self.metrics.log({"step": self.s.step, **result})
-            log.info("step %d: zero-shot top-1 %.4f on %d images", self.s.step, result["zeroshot_top1"],
-                     int(result["zeroshot_n"]))
+        if self.s.info.distributed and any_rank(error is not None, self.s.info) and error is None:
+            error = DegenerateEmbeddingError(f"stopping at step {self.s.step}: rank 0's zero-shot check found "
+                                             "degenerate image embeddings")
+        if error is not None:
+            raise error
         barrier(self.s.info)
 
     def _save(self) -> None:
@@ -220,7 +232,7 @@ class Trainer:
                      "rng": rng_states(), "plan": dataclasses.asdict(s.plan)}
             self.last_checkpoint = save_checkpoint(
                 s.cfg.output, s.step, lambda d: save(s.student, d), state,
-                json.dumps(s.cfg.to_dict(), indent=2, sort_keys=True), s.cfg.keep_checkpoints)
+                dumps_strict(s.cfg.to_dict(), "train config", indent=2, sort_keys=True), s.cfg.keep_checkpoints)
             if s.text_cache is not None:
                 s.text_cache.flush(f"s{s.step:08d}")
         self.saved_step = s.step
@@ -234,7 +246,7 @@ class Trainer:
         summary = {"rank": s.info.rank, "steps": s.step, "plan": dataclasses.asdict(s.plan),
                    "checkpoint": str(Path(s.cfg.output) / "checkpoints" / "latest"), "ranks": ranks}
         if s.info.is_main:
-            (Path(s.cfg.output) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
+            (Path(s.cfg.output) / SUMMARY_NAME).write_text(dumps_strict(summary, SUMMARY_NAME, indent=2))
         return summary
 
 

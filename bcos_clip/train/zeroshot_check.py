@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from bcos_clip.data.benchmark_wds import open_wds_benchmark
 from bcos_clip.data.transforms import eval_transform, to_unit_float
-from bcos_clip.models import encode_prompts
+from bcos_clip.models import EmbeddingWatch, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,12 @@ class ZeroShotCheck:
         self.image_size, self.max_samples, self.batch_size = image_size, max_samples, batch_size
 
     @torch.no_grad()
-    def run(self, model, device: torch.device) -> Dict[str, float]:
-        """model: BcosCLIP / PlainCLIP (images in [0, 1]). Returns ``{"zeroshot_top1", "zeroshot_n"}``."""
+    def run(self, model, device: torch.device, where: str = "") -> Dict[str, float]:
+        """model: BcosCLIP / PlainCLIP (images in [0, 1]). Returns ``{"zeroshot_top1", "zeroshot_n"}``.
+
+        A zero or non-finite image embedding raises DegenerateEmbeddingError (``where`` goes into its
+        message, e.g. the step)."""
+        watch = EmbeddingWatch(model, f"{where or 'zero-shot check'} on {self.bench.root}")
         was_training = model.training
         model.eval()
         dtype = next(model.visual.parameters()).dtype
@@ -43,7 +47,7 @@ class ZeroShotCheck:
         correct = total = 0
         for images, labels, *_ in itertools.islice(loader, (self.max_samples + self.batch_size - 1) // self.batch_size):
             images = to_unit_float(images.to(device)).to(dtype)
-            emb = F.normalize(model.encode_image(images).float(), dim=-1)
+            emb = F.normalize(watch(model.encode_image(images).float()), dim=-1)
             pred = (emb @ classifier.t()).argmax(-1).cpu()
             correct += int((pred == labels).sum())
             total += int(labels.numel())
