@@ -5,6 +5,7 @@ import argparse
 import json
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.cli.types import bcos_b
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="B-cosify the image tower of an open_clip model (every pretrained weight "
                                    "carried over) and write a bcos_clip checkpoint + conversion report.")
     add_model(p)
-    p.add_argument("--b", type=float, default=2.0, help="B of every converted layer (1 = plain linear)")
+    p.add_argument("--b", type=bcos_b, default=2.0, help="B of every converted layer (1 = plain linear)")
     p.add_argument("--bias", action="store_true", help="keep all biases (with --b 1: the original function)")
     p.add_argument("--qk", choices=["bcos", "linear"], default="bcos",
                    help="attention q/k projections: B-cos linears (paper) or plain linears")
