@@ -287,9 +287,14 @@ def make_epoch_loader(shardset: ShardSet, spec: StreamSpec, epoch: int, batches_
 
 
 def first_sample_fields(shardset: ShardSet) -> List[str]:
-    """The extensions of the first readable sample (to tell caption shards from class shards)."""
+    """The extensions of the first readable sample (to tell caption shards from class shards).
+
+    Raises:
+        ValueError: no shard holds a readable sample.
+    """
     bad = BadDataCounter(max_logged=0)
     shards = ({"url": u, "pass": 0} for u in shardset.shards)
     for sample in _raw_samples(shards, dict(shardset.chunks), bad, "probe"):
         return sorted(k for k in sample if not k.startswith("__"))
-    return []
+    raise ValueError(f"--train-data: no readable sample in any of its {len(shardset.shards)} shard(s) "
+                     f"(bad data: {dict(bad.counts) or 'none, the shards are empty'})")
