@@ -19,6 +19,7 @@ MAX_CHARS = 600
 # torch.utils.data re-raises a worker's exception as "Caught X in DataLoader worker process N.\nOriginal
 # Traceback (most recent call last): ... X: message": the last line is the worker's own message.
 _WORKER = re.compile(r"^Caught \w+ (in .+?)\.\s*\nOriginal Traceback \(most recent call last\):", re.S)
+_ERROR_NAME = re.compile(r"^[\w.]*(Error|Exception): ")
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,7 +66,7 @@ def describe(exc: BaseException) -> str:
     worker = _WORKER.match(text)
     if worker:
         last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1]
-        text = f"{last} ({worker.group(1)})"
+        text = f"{_ERROR_NAME.sub('', last, count=1)} ({worker.group(1)})"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = " ".join(lines) if lines else type(exc).__name__
     if len(line) > MAX_CHARS:

@@ -6,6 +6,7 @@ Under ``torchrun --nproc_per_node N -m bcos_clip.cli train ...`` every rank runs
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 from bcos_clip.cli.common import add_model, add_output
 from bcos_clip.cli.types import number
@@ -127,4 +128,10 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if summary["rank"] == 0:
         print(f"trained {summary['steps']} steps; checkpoint {summary['checkpoint']}")
+        bad = Counter()
+        for rank in summary["ranks"]:
+            bad.update({k: v for k, v in rank["counters"].items() if k.startswith("bad_data_")})
+        if bad:
+            counts = ", ".join(f"{k[len('bad_data_'):]}={v}" for k, v in sorted(bad.items()))
+            print(f"bad samples (skipped, or without a caption): {counts}")
     return 0
