@@ -62,17 +62,22 @@ def _write(root: Path, name: str, data) -> None:
 
 
 def _corrupt_shards(root: Path) -> None:
-    """corrupt/00000.tar: every image is garbage; nocap/00000.tar: images without captions."""
-    for name, image, txt in (("corrupt", lambda i: b"not a jpeg %d" % i, True),
-                             ("nocap", lambda i: png_bytes(i), False)):
+    """corrupt/: every image is garbage; mixedcap/: odd samples have no caption; garbage_tars/: shards
+    that are not tar files (their stats files promise samples); empty_shard/, broken_images/, no_images/."""
+    for name, image, txt in (("corrupt", lambda i: b"not a jpeg %d" % i, lambda i: True),
+                             ("mixedcap", png_bytes, lambda i: i % 2 == 0)):
         (root / name).mkdir(parents=True, exist_ok=True)
         for s in range(2):
             with wds.TarWriter(str(root / name / f"{s:05d}.tar")) as sink:
                 for i in range(4):
-                    sample = {"__key__": f"{s}{i:04d}", "png" if name == "nocap" else "jpg": image(i)}
-                    if txt:
+                    sample = {"__key__": f"{s}{i:04d}", "jpg" if name == "corrupt" else "png": image(i)}
+                    if txt(i):
                         sample["txt"] = f"caption {i}"
                     sink.write(sample)
+    (root / "garbage_tars").mkdir()
+    for s in range(2):
+        (root / "garbage_tars" / f"{s:05d}.tar").write_bytes(b"definitely not a tar archive" * 20)
+        (root / "garbage_tars" / f"{s:05d}_stats.json").write_text(json.dumps({"successes": 4}))
     (root / "empty_shard").mkdir()
     (root / "empty_shard" / "00000.tar").write_bytes(b"")
     (root / "broken_images").mkdir()

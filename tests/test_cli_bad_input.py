@@ -19,20 +19,12 @@ from collections import Counter
 import pytest
 
 from bcos_clip.cli import main
-from tests._bad_cases import CASES, Case
+from tests._bad_cases import CASES, ISSUE_LIST, Case, record
 from tests._bad_world import build_world
 from tests._train_data import subprocess_env
 
 COMMANDS = ("bcosify", "eval", "report", "train", "serve", "import-official", "export", "explain", "localize",
             "bench", "demo")
-
-
-def record(command: str, what: str, code: int, line: str) -> None:
-    """Append one row of the bad-input table (only when BCOS_CLIP_BAD_INPUT_LOG names a file)."""
-    path = os.environ.get("BCOS_CLIP_BAD_INPUT_LOG")
-    if path:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"command": command, "what": what, "code": code, "line": line}) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +83,42 @@ def test_bad_input_gives_one_line_and_no_traceback(case, world, tmp_path, capsys
 def test_every_subcommand_is_fed_many_malformed_inputs():
     per_command = Counter(c.command for c in CASES)
     assert set(per_command) == set(COMMANDS), per_command
-    assert min(per_command.values()) >= 5, per_command
-    assert len({c.id for c in CASES}) == len(CASES), "duplicate case names"
+    assert min(per_command.values()) >= 5 and len(CASES) >= 127, per_command
+    ids = [c.id for c in CASES]
+    assert len(set(ids)) == len(ids), "duplicate case names"
+    assert {i for i in ISSUE_LIST if not i.startswith("serve: HTTP")} <= set(ids)
+
+
+def test_a_failed_run_leaves_earlier_files_alone(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"notes.txt": "my notes\n", "results.json": '{"top1": 0.5}\n'}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    runs = [["train", "--model", world.teacher, "--pretrained", world.teacher_pt, "--train-data",
+             world.path("corrupt"), "--output", str(out), "--steps", "2", "--batch-size", "2", "--workers", "0",
+             "--device", "cpu", "--save-every", "1"],
+            ["explain", "--model", world.ckpt, "--image", world.path("bomb.png"), "--prompt", "x",
+             "--output", str(out)],
+            ["bcosify", "--model", world.path("model_unknown.json"), "--output", str(out)],
+            ["export", world.path("truncated_ckpt"), "--output", str(out)]]
+    for argv in runs:
+        assert run_main(argv) == 2, capsys.readouterr().err
+        assert {n: (out / n).read_text() for n in earlier} == earlier
+    assert not (out / "checkpoints").exists()  # the run that read nothing usable saved nothing
+    assert len(capsys.readouterr().err.splitlines()) == len(runs)
+    assert open(world.file).read() == "I am a file\n"  # every "--output is a file" case left it alone
+
+
+def test_samples_without_a_caption_are_counted_and_reported(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--model", world.teacher, "--pretrained", world.teacher_pt, "--train-data",
+            world.path("mixedcap"), "--output", str(out), "--steps", "1", "--batch-size", "8", "--workers", "0",
+            "--device", "cpu", "--precision", "fp32", "--shuffle-buffer", "1", "--text-source", "captions"]
+    assert run_main(argv) == 0
+    assert "no_caption=4" in capsys.readouterr().out  # 8 samples, every other one without .txt
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranks"][0]["counters"]["bad_data_no_caption"] == 4
 
 
 def test_debug_log_level_shows_the_traceback(world, tmp_path, capsys, caplog):

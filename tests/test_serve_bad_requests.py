@@ -18,7 +18,7 @@ from bcos_clip.apps.serve_api import create_app  # noqa: E402
 from bcos_clip.apps.serve_engine import ExplainEngine  # noqa: E402
 from bcos_clip.apps.serve_io import Limits  # noqa: E402
 from tests._bad_world import bomb_png, png_bytes  # noqa: E402
-from tests.test_cli_bad_input import record  # noqa: E402
+from tests._bad_cases import record  # noqa: E402
 
 GOOD = png_bytes(0)
 B64 = base64.b64encode(GOOD).decode()
