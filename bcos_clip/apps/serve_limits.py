@@ -85,16 +85,23 @@ class BodySizeLimit:
                 await _send_json(send, 413, self._too_large())
 
 
-class JsonErrors:
-    """Rewrite error answers (status >= 400) that are not JSON as ``{"detail": <their text>}``."""
+class _ResponseFilter:
+    """Middleware that passes every HTTP answer through :meth:`wrap` (other scopes go through untouched)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    def wrap(self, send: Send) -> Send:
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        await self.app(scope, receive, self.wrap(send) if scope["type"] == "http" else send)
+
+
+class JsonErrors(_ResponseFilter):
+    """Rewrite error answers (status >= 400) that are not JSON as ``{"detail": <their text>}``."""
+
+    def wrap(self, send: Send) -> Send:
         held: Dict[str, Any] = {}
 
         async def send_json_errors(message: Message) -> None:
@@ -111,20 +118,13 @@ class JsonErrors:
                 return
             await send(message)
 
-        await self.app(scope, receive, send_json_errors)
+        return send_json_errors
 
 
-class SecurityHeaders:
+class SecurityHeaders(_ResponseFilter):
     """Add SECURITY_HEADERS to every HTTP response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    def wrap(self, send: Send) -> Send:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
@@ -132,4 +132,4 @@ class SecurityHeaders:
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return send_with_headers
