@@ -9,7 +9,7 @@ import yaml
 
 from bcos_clip.cli.errors import OneLineParser, describe, expected_errors
 from bcos_clip.cli.types import (all_or_positive_int, beta, int_list, log_level, number, open_fraction, port,
-                                 positive_float, positive_int, probability, unit_fraction)
+                                 positive_float, positive_int, probability, smoothing_kernel, unit_fraction)
 
 
 @pytest.mark.parametrize("parse, text, value", [
@@ -17,6 +17,7 @@ from bcos_clip.cli.types import (all_or_positive_int, beta, int_list, log_level,
     (probability, "0", 0.0), (probability, "1", 1.0), (unit_fraction, "1", 1.0), (beta, "0", 0.0),
     (open_fraction, "0.5", 0.5), (all_or_positive_int, "-1", -1), (all_or_positive_int, "5", 5),
     (int_list(1), "64, 128,", [64, 128]), (log_level, "debug", "DEBUG"), (number(float), "-2.5", -2.5),
+    (smoothing_kernel, "0", 0), (smoothing_kernel, "1", 1), (smoothing_kernel, "19", 19),
 ])
 def test_types_accept_good_values(parse, text, value):
     assert parse(text) == value
@@ -32,6 +33,7 @@ def test_types_accept_good_values(parse, text, value):
     (open_fraction, "1", "must be in (0, 1)"), (all_or_positive_int, "0", "-1 (all) or >= 1"),
     (int_list(1), "8,0", "must be >= 1, got 0"), (int_list(1), "8,x", "comma-separated integers"),
     (int_list(1), ",", "comma-separated integers"), (log_level, "loud", "expected DEBUG"),
+    (smoothing_kernel, "4", "must be 0 (none) or odd, got 4"), (smoothing_kernel, "-1", "0 (none) or odd"),
 ])
 def test_types_refuse_bad_values_with_the_rule(parse, text, message):
     with pytest.raises(argparse.ArgumentTypeError) as info:

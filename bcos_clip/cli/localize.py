@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_model, add_output
-from bcos_clip.cli.types import integer, non_negative_int, positive_int, probability
+from bcos_clip.cli.types import integer, non_negative_int, positive_int, probability, smoothing_kernel
 
 METHOD_NAMES = ("bcos", "gradient", "input_x_gradient", "integrated_gradients", "gradcam")
 
@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "per-class", type=positive_int, default=8, help="confident images kept per class")
     _flag(p, "max-images", type=positive_int, default=None, help="stop reading after this many images")
     _flag(p, "threshold", type=probability, default=0.5, help="confidence: softmax(100 cos) of the true class >= this")
-    _flag(p, "smooth", type=non_negative_int, default=None, help="box-smoothing kernel (odd; default about a quarter of a cell)")
+    _flag(p, "smooth", type=smoothing_kernel, default=None, help="box-smoothing kernel (odd; default about a quarter of a cell)")
     _flag(p, "templates", default=None, help="templates: the dataset's own (default), 'default', 'openai', "
           "'simple', one template with {c}, or a file")
     _flag(p, "batch-size", type=positive_int, default=4, help="grids explained per batch")

@@ -78,6 +78,14 @@ def all_or_positive_int(text: str) -> int:
     return value
 
 
+def smoothing_kernel(text: str) -> int:
+    """A box-smoothing kernel: 0 (none) or an odd integer."""
+    value = _parse(text, int)
+    if value < 0 or (value > 1 and value % 2 == 0):
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or odd, got {text}")
+    return value
+
+
 def int_list(minimum: int = 1) -> Callable[[str], List[int]]:
     """Comma-separated integers, each >= ``minimum``: ``"64,128,256"`` -> [64, 128, 256]."""
     each = number(int, minimum)
