@@ -316,8 +316,9 @@ ISSUE_LIST = (
     "eval: --output under a file", "train: --text-cache is a file",
     "bcosify: model JSON unknown key", "train: model JSON unknown key",
     "train: --bcos-b nan", "train: --lr inf", "train: --temperature inf",
-    "train: all images corrupt", "train: folder of corrupt images", "train: all images corrupt, 2 workers",
-    "train: shards that are not tars, 2 workers", "localize: too few confident classes",
+    "train: all images corrupt", "train: folder of corrupt images", "train: folder without images",
+    "train: all images corrupt, 2 workers", "train: shards that are not tars, 2 workers",
+    "localize: too few confident classes",
     "explain: image bomb", "localize: --grid 0", "serve: --port 70000", "serve: HTTP: deeply nested JSON body",
 )
 

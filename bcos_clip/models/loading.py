@@ -7,6 +7,7 @@ clear error) or a local file, and records its provenance on the model (`model.bc
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import json
 import logging
@@ -95,8 +96,10 @@ def check_model_config(model_cfg: Any, where: str) -> None:
     for label, part, names in parts:
         unknown = sorted(set(part) - names)
         if unknown:
+            close = [m for k in unknown for m in difflib.get_close_matches(str(k), names, n=1)]
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"{len(names)} keys are known"
             raise ValueError(f"{where}: unknown {label}key(s) {', '.join(map(repr, unknown))} in the model config "
-                             f"(open_clip knows {', '.join(sorted(names))})")
+                             f"({hint})")
 
 
 def instantiate(model_cfg: Dict[str, Any], where: str = "model config") -> nn.Module:
