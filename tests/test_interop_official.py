@@ -1,251 +1,232 @@
-"""import-official: a synthetic checkpoint with exactly the official keys and shapes (shrebox/B-cosification,
-CLIP RN50 experiments), mapped key by key, and outputs equal to a reference forward written here from
-their layers' semantics."""
+"""import-official on checkpoints laid out as the paper's trainer writes them (shrebox/B-cosification,
+CLIP RN50 experiments; see tests/_official_ckpt.py): the Lightning last.ckpt (model and EMA), its
+stripped .pth, safetensors, and the open_clip-named layout of earlier synthetic checkpoints. The
+imported tower's embeddings and explanations equal a reference forward written from their equations
+(float32 and float64)."""
 import json
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from safetensors.torch import save_file
 
 import bcos_clip
 from bcos_clip.cli import main
 from bcos_clip.models import CheckpointMismatchError
-from bcos_clip.models.official import OFFICIAL_SPEC, import_official, official_key
+from bcos_clip.models.official import OFFICIAL_SPEC, import_official, official_key, tower_layout
+from tests._official_ckpt import (Payload, foreign_classes, hparams_with_objects, lightning_checkpoint,
+                                  lightning_state_dict, reference_explanation, reference_tower, rel, stripped,
+                                  their_tower_state, to_open_clip_names)
 
-QK_GAIN = 30.0  # large q/k weights: attention far from uniform, so q/k semantics matter
-P = "model.model."  # Lightning module .model (their BcosifyNetwork) -> .model (the CLIP image tower)
-
-
-def official_state(teacher_visual: nn.Module, seed: int = 0) -> dict:
-    """Their Lightning state_dict for a converted ModifiedResNet: every conv a BcosifyConv2d
-    (`.linear.weight`, 6 input channels for the stem conv), every BN a bias-free BatchNormUncentered2d
-    (weight, running_mean, running_var, num_batches_tracked), attnpool without positional embedding or
-    biases (q/k/v plain Linears, c_proj a BcosifyLinear), plus the frozen teacher tower as clip_model.*."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, mod in teacher_visual.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            cin = 6 if name == "conv1" else mod.in_channels
-            w = torch.randn(mod.out_channels, cin, *mod.kernel_size, generator=g)
-            sd[f"{P}{name}.linear.weight"] = w * (2.0 / w.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
-        elif isinstance(mod, nn.BatchNorm2d):
-            n = mod.num_features
-            sd[f"{P}{name}.weight"] = 0.5 + torch.rand(n, generator=g)
-            sd[f"{P}{name}.running_mean"] = torch.rand(n, generator=g) - 0.5
-            sd[f"{P}{name}.running_var"] = 0.5 + torch.rand(n, generator=g)
-            sd[f"{P}{name}.num_batches_tracked"] = torch.tensor(12345)
-    pool = teacher_visual.attnpool
-    c, out = pool.k_proj.in_features, pool.c_proj.out_features
-    for proj in ("k", "q", "v"):
-        gain = 1.0 if proj == "v" else QK_GAIN
-        sd[f"{P}attnpool.{proj}_proj.weight"] = torch.randn(c, c, generator=g) * gain / math.sqrt(c)
-    sd[f"{P}attnpool.c_proj.linear.weight"] = torch.randn(out, c, generator=g) / math.sqrt(c)
-    for k, v in teacher_visual.state_dict().items():
-        sd[f"clip_model.{k}"] = v.clone()
-    return sd
-
-
-def lightning_checkpoint(sd: dict) -> dict:
-    return {"state_dict": sd, "epoch": 89, "global_step": 450450, "pytorch-lightning_version": "2.2.1",
-            "hyper_parameters": {"dataset": "ImageNet", "base_network": "clip_bcosification",
-                                 "experiment_name": "resnet_50_clip_b2_noBias_randomResizedCrop_sigLip_"
-                                                    "ImageNet_bcosification"}}
-
-
-def reference_forward(sd: dict, images: torch.Tensor, mean, std, heads: int) -> torch.Tensor:
-    """Their forward, from their code's semantics: Normalize6 -> B-cos (B=2) convs with unfold patch norms
-    sqrt(sum x^2 + 1e-6), uncentered BN (running var), ReLU, anti-aliasing avg pools, then the attention
-    pool as plain multi-head attention with the q/k/v/c weights and no biases."""
-    m = torch.tensor(list(mean) + [1 - v for v in mean]).view(1, 6, 1, 1)
-    s = torch.tensor(list(std) * 2).view(1, 6, 1, 1)
-    x = (torch.cat([images, 1 - images], 1) - m) / s
-
-    def conv(x, name, stride=1, padding=0):
-        w = sd[f"{P}{name}.linear.weight"]
-        z = F.conv2d(x, w, stride=stride, padding=padding)
-        cols = F.unfold(x, w.shape[-1], padding=padding, stride=stride)  # (N, C*k*k, L)
-        norm = (cols.square().sum(1) + 1e-6).sqrt().view(z.shape[0], 1, *z.shape[2:])
-        return z * (z.abs() / norm)
-
-    def bn(x, name):
-        return sd[f"{P}{name}.weight"].view(1, -1, 1, 1) * x / (sd[f"{P}{name}.running_var"].view(1, -1, 1, 1)
-                                                               + 1e-5).sqrt()
-
-    x = F.relu(bn(conv(x, "conv1", 2, 1), "bn1"))
-    x = F.relu(bn(conv(x, "conv2", 1, 1), "bn2"))
-    x = F.avg_pool2d(F.relu(bn(conv(x, "conv3", 1, 1), "bn3")), 2)
-    for layer in range(1, 5):
-        block = 0
-        while f"{P}layer{layer}.{block}.conv1.linear.weight" in sd:
-            b = f"layer{layer}.{block}"
-            stride = 2 if layer > 1 and block == 0 else 1
-            out = F.relu(bn(conv(x, f"{b}.conv1"), f"{b}.bn1"))
-            out = F.relu(bn(conv(out, f"{b}.conv2", 1, 1), f"{b}.bn2"))
-            out = F.avg_pool2d(out, stride) if stride > 1 else out
-            out = bn(conv(out, f"{b}.conv3"), f"{b}.bn3")
-            identity = x
-            if f"{P}{b}.downsample.0.linear.weight" in sd:
-                pooled = F.avg_pool2d(x, stride) if stride > 1 else x
-                identity = bn(conv(pooled, f"{b}.downsample.0"), f"{b}.downsample.1")
-            x = F.relu(out + identity)
-            block += 1
-    t = x.flatten(2).permute(2, 0, 1)
-    t = torch.cat([t.mean(0, keepdim=True), t])
-    w = {p: sd[f"{P}attnpool.{p}_proj.weight"] for p in "qkv"}
-    out, _ = F.multi_head_attention_forward(
-        t[:1], t, t, t.shape[-1], heads, None, None, None, None, False, 0.0,
-        sd[f"{P}attnpool.c_proj.linear.weight"], None, training=False, need_weights=False,
-        use_separate_proj_weight=True, q_proj_weight=w["q"], k_proj_weight=w["k"], v_proj_weight=w["v"])
-    return out[0]
+P = "model.model."  # Lightning module .model (their network wrapper) -> .model (the CLIP image tower)
 
 
 @pytest.fixture(scope="module")
 def official(tiny_rn, tmp_path_factory):
-    """(teacher CLIP, official state dict, path of the Lightning .ckpt)."""
+    """(teacher CLIP, their tower tensors, their EMA tower tensors, Lightning dict, path of last.ckpt)."""
     teacher = tiny_rn[0]
-    sd = official_state(teacher.visual)
+    tower, ema_tower = their_tower_state(teacher.visual, seed=0), their_tower_state(teacher.visual, seed=1)
+    ckpt = lightning_checkpoint(lightning_state_dict(tower, teacher.visual.state_dict(), ema_tower))
     path = tmp_path_factory.mktemp("official") / "last.ckpt"
-    torch.save(lightning_checkpoint(sd), path)
-    return teacher, sd, path
+    torch.save(ckpt, path)
+    return teacher, tower, ema_tower, ckpt, path
 
 
 @pytest.fixture(scope="module")
 def imported(official):
-    teacher, _, path = official
+    teacher, *_, path = official
     return import_official(path, teacher)
 
 
-def test_key_mapping_key_by_key(official, imported):
-    _, sd, _ = official
-    model, _, info = imported
-    state = model.state_dict()
-    expected = {  # literal spot checks of every kind of key
-        f"{P}conv1.linear.weight": "visual.conv1.weight",
-        f"{P}bn1.weight": "visual.bn1.weight",
-        f"{P}bn1.running_var": "visual.bn1.running_var",
-        f"{P}bn1.running_mean": None,
-        f"{P}bn1.num_batches_tracked": None,
-        f"{P}layer2.0.downsample.0.linear.weight": "visual.layer2.0.downsample.0.weight",
-        f"{P}layer2.0.downsample.1.running_var": "visual.layer2.0.downsample.1.running_var",
-        f"{P}attnpool.q_proj.weight": "visual.attnpool.q_proj.weight",
-        f"{P}attnpool.v_proj.weight": "visual.attnpool.v_proj.weight",
-        f"{P}attnpool.c_proj.linear.weight": "visual.attnpool.c_proj.weight",
-    }
-    for key, target in expected.items():
-        assert official_key(key[len(P):]) == target, key
-    loaded = set()
-    for key, tensor in sd.items():
-        if key.startswith("clip_model."):
-            continue
-        name = key[len(P):]
-        if name.endswith((".running_mean", ".num_batches_tracked")):
-            assert official_key(name) is None
-            continue
-        target = "visual." + (name.replace(".linear.weight", ".weight"))
-        assert official_key(name) == target
-        assert torch.equal(state[target], tensor), key
-        loaded.add(target)
-    visual_keys = {k for k in state if k.startswith("visual.")}
-    assert loaded == visual_keys  # every tower tensor comes from the checkpoint, nothing else
-    assert info["tensors_loaded"] == len(visual_keys) and info["epoch"] == 89
-    assert info["experiment_name"].startswith("resnet_50_clip_b2") and info["teacher_visual"] == \
-        "from the checkpoint"
-
-
-def test_import_reproduces_their_forward(official, imported, tiny_rn):
-    teacher, sd, _ = official
-    model, _, _ = imported
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+def _reference(model, tower, images, heads):
     pp = model.source["preprocess_cfg"]
     with torch.no_grad():
-        ref = reference_forward(sd, images, pp["mean"], pp["std"], teacher.visual.attnpool.num_heads)
+        return reference_tower(tower, torch.cat([images, 1 - images], 1), pp["mean"], pp["std"], heads)
+
+
+def test_their_layout_and_the_key_mapping(official, imported):
+    teacher, tower, _, ckpt, _ = official
+    model, _, info = imported
+    # the fixture's layout: downsample renumbered 0 (AvgPool), 1 (conv), 2 (BN); prefixes as their trainer's
+    assert "layer2.0.downsample.1.linear.weight" in tower and "layer2.0.downsample.2.running_var" in tower
+    assert not any(".downsample.0." in k for k in tower) and tower_layout(tower) == "positional"
+    assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"model", "clip_model", "ema"}
+    assert ckpt["state_dict"]["model.model.bn1.num_batches_tracked"].dtype == torch.int64
+    expected = {  # literal spot checks of every kind of key
+        "conv1.linear.weight": "visual.conv1.weight",
+        "bn1.weight": "visual.bn1.weight",
+        "bn1.running_var": "visual.bn1.running_var",
+        "bn1.running_mean": None,
+        "bn1.num_batches_tracked": None,
+        "layer2.0.downsample.1.linear.weight": "visual.layer2.0.downsample.0.weight",
+        "layer2.0.downsample.2.weight": "visual.layer2.0.downsample.1.weight",
+        "layer2.0.downsample.2.running_var": "visual.layer2.0.downsample.1.running_var",
+        "layer2.0.downsample.2.running_mean": None,
+        "attnpool.q_proj.weight": "visual.attnpool.q_proj.weight",
+        "attnpool.v_proj.weight": "visual.attnpool.v_proj.weight",
+        "attnpool.c_proj.linear.weight": "visual.attnpool.c_proj.weight",
+    }
+    for key, target in expected.items():
+        assert official_key(key) == target, key
+    assert official_key("layer2.0.downsample.0.linear.weight", "open_clip") == "visual.layer2.0.downsample.0.weight"
+    state = model.state_dict()
+    loaded = {official_key(k): v for k, v in tower.items() if official_key(k) is not None}
+    assert set(loaded) == {k for k in state if k.startswith("visual.")}  # every tower tensor, nothing else
+    assert all(torch.equal(state[k], v) for k, v in loaded.items())
+    assert info["layout"] == "positional" and info["tensors_loaded"] == len(loaded) and info["epoch"] == 89
+    assert info["experiment_name"].startswith("resnet_50_clip_b2") and info["teacher_visual"] == "from the checkpoint"
+
+
+def test_import_reproduces_their_forward_fp32(official, imported):
+    teacher, tower, *_ = official
+    model = imported[0]
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ref = _reference(model, tower, images, teacher.visual.attnpool.num_heads)
+    with torch.no_grad():
         out = model.encode_image(images)
     assert ref.abs().max() > 1e-3 and torch.isfinite(ref).all()
-    assert ((out - ref).norm() / ref.norm()).item() < 1e-5
+    assert rel(out, ref) < 1e-5
     assert model.spec == OFFICIAL_SPEC
     pool = model.visual.attnpool
     assert pool.positional_embedding is None and pool.v_proj.b == 1.0 and pool.c_proj.b == 1.0
     assert model.visual.conv1.b == 2.0 and model.visual.layer1[0].conv2.b == 2.0
     tokens = model.tokenizer(["a dog"])  # text tower from the teacher
     assert torch.equal(model.encode_text(tokens), teacher.encode_text(tokens))
-    # explanations: the Normalize6 offset is not in the pixel contributions but in the measured bias
-    expl = bcos_clip.explain(model, images, ["a dog", "a cat"])
+
+
+def test_float64_embeddings_and_explanations_equal_their_equations(official):
+    """In float64 nothing rounds to float32 (Normalize6 constants, attention softmax): agreement to ~1e-15."""
+    teacher, tower, *_, path = official
+    model = import_official(path, teacher)[0].double()
+    heads = teacher.visual.attnpool.num_heads
+    pp = model.source["preprocess_cfg"]
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    text = torch.nn.functional.normalize(torch.randn(3, model.embed_dim, dtype=torch.float64), dim=-1)
+    with torch.no_grad():
+        out = model.encode_image(images)
+    ref = _reference(model, tower, images, heads)
+    assert out.dtype == torch.float64 and rel(out, ref) < 1e-12
+    expl = bcos_clip.explain(model, images, text, method="prompts")
+    c_ref, s_ref, b_ref = reference_explanation(tower, images, text, pp["mean"], pp["std"], heads)
+    assert expl.contributions.dtype == torch.float64
+    assert rel(expl.scores, s_ref) < 1e-12 and rel(expl.contributions, c_ref) < 1e-12 and rel(expl.bias, b_ref) < 1e-12
+    assert b_ref.abs().max() > 1e-3  # the Normalize6 offset: a real bias term, measured by the replay
     total = expl.contributions.sum((-2, -1)) + expl.bias
-    assert (total - expl.scores).abs().max() <= 1e-6 + 1e-4 * expl.scores.abs().max()
-    assert expl.bias.abs().max() > 1e-3
+    assert (total - expl.scores).abs().max() < 1e-12
+    basis = bcos_clip.explain(model, images, text, method="basis")
+    assert rel(basis.contributions, c_ref) < 1e-12 and rel(basis.bias, b_ref) < 1e-12
 
 
-def test_stripped_and_ema_forms(official, imported, tmp_path):
-    teacher, sd, _ = official
+def test_ema_stripped_and_safetensors_forms(official, imported, tmp_path):
+    teacher, tower, ema_tower, ckpt, path = official
     model = imported[0]
-    stripped = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    torch.save(stripped, tmp_path / "stripped.pth")
-    again, _, info = import_official(tmp_path / "stripped.pth", teacher)
-    assert info["teacher_visual"].startswith("from --teacher")
-    assert all(torch.equal(again.visual.state_dict()[k], v) for k, v in model.visual.state_dict().items())
-    ema = {("ema.module." + k[len("model."):] if k.startswith(P) else k): v for k, v in sd.items()}
-    torch.save(lightning_checkpoint(ema), tmp_path / "ema.ckpt")
-    with pytest.raises(ValueError, match="no EMA weights"):
-        import_official(tmp_path / "stripped.pth", teacher, ema=True)
-    from_ema, _, _ = import_official(tmp_path / "ema.ckpt", teacher, ema=True)
-    assert torch.equal(from_ema.visual.conv1.weight, model.visual.conv1.weight)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    from_ema, _, info = import_official(path, teacher, ema=True)
+    assert info["source_prefix"] == "ema.module.model." and info["layout"] == "positional"
+    with torch.no_grad():
+        assert rel(from_ema.encode_image(images),
+                   _reference(model, ema_tower, images, teacher.visual.attnpool.num_heads)) < 1e-5
+    torch.save(stripped(ckpt), tmp_path / "model.pth")
+    torch.save(stripped(ckpt, ema=True), tmp_path / "ema.pth")
+    save_file(stripped(ckpt), tmp_path / "model.safetensors")
+    for name, like in (("model.pth", model), ("model.safetensors", model), ("ema.pth", from_ema)):
+        again, _, info = import_official(tmp_path / name, teacher)
+        assert info["teacher_visual"].startswith("from --teacher") and info["source_prefix"] == "model."
+        assert all(torch.equal(again.visual.state_dict()[k], v) for k, v in like.visual.state_dict().items()), name
+    with pytest.raises(ValueError, match="import it without --ema"):
+        import_official(tmp_path / "ema.pth", teacher, ema=True)
+
+
+def test_open_clip_named_layout_still_loads(official, imported, tmp_path):
+    """Synthetic checkpoints keyed with open_clip's downsample names (-1, 0, 1) import as before."""
+    teacher, tower, _, _, _ = official
+    renamed = to_open_clip_names(tower)
+    assert "layer2.0.downsample.0.linear.weight" in renamed and tower_layout(renamed) == "open_clip"
+    torch.save(lightning_checkpoint(lightning_state_dict(renamed, teacher.visual.state_dict())), tmp_path / "o.ckpt")
+    again, _, info = import_official(tmp_path / "o.ckpt", teacher)
+    assert info["layout"] == "open_clip"
+    assert all(torch.equal(again.visual.state_dict()[k], v) for k, v in imported[0].visual.state_dict().items())
 
 
 def test_mismatching_checkpoint_lists_keys(official, tmp_path):
-    teacher, sd, _ = official
-    bad = dict(sd)
-    bad.pop(f"{P}layer1.0.conv2.linear.weight")
-    bad[f"{P}layer1.0.conv1.bias"] = torch.zeros(3)
-    bad[f"{P}attnpool.v_proj.weight"] = torch.zeros(5, 5)
-    torch.save(lightning_checkpoint(bad), tmp_path / "bad.ckpt")
+    teacher, tower, *_ = official
+    bad = dict(tower)
+    bad.pop("layer1.0.conv2.linear.weight")
+    bad["layer1.0.conv1.bias"] = torch.zeros(3)
+    bad["attnpool.v_proj.weight"] = torch.zeros(5, 5)
+    torch.save(lightning_checkpoint(lightning_state_dict(bad, {})), tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointMismatchError) as err:
         import_official(tmp_path / "bad.ckpt", teacher)
     msg = str(err.value)
     assert "missing keys: layer1.0.conv2.weight" in msg and "unexpected keys: layer1.0.conv1.bias" in msg
-    assert "attnpool.v_proj.weight: expected" in msg and "\n" not in msg
+    assert "attnpool.v_proj.weight: expected" in msg and "positional downsample keys" in msg and "\n" not in msg
 
 
-class NotATensor:  # stands in for a custom object pickled into a checkpoint
+def test_pickled_trainer_objects_load_without_trust_pickle(official, imported, tmp_path):
+    """Lightning files pickle objects beside the tensors (AttributeDict, the trainer's config objects,
+    Namespace, numpy values): read as inert records, never unpickled for real (the marker stays absent)."""
+    teacher, tower, *_ = official
+    marker = tmp_path / "unpickled"
+    with foreign_classes(marker) as classes:
+        ckpt = lightning_checkpoint(lightning_state_dict(tower, teacher.visual.state_dict()),
+                                    extra_hparams=hparams_with_objects(classes),
+                                    callback_extra={"best_epoch": __import__("numpy").int64(88)})
+        torch.save(ckpt, tmp_path / "objects.ckpt")
+        with pytest.raises(Exception):  # what weights_only alone says about such a file
+            torch.load(tmp_path / "objects.ckpt", weights_only=True)
+        again, _, info = import_official(tmp_path / "objects.ckpt", teacher)  # classes importable: still not run
+    assert not marker.exists()
+    assert info["experiment_name"].startswith("resnet_50_clip_b2") and info["global_step"] == 450450
+    assert all(torch.equal(again.visual.state_dict()[k], v) for k, v in imported[0].visual.state_dict().items())
+
+
+def _cli(path, out, teacher_args, *extra):
+    return main(["import-official", str(path), "--out", str(out), *teacher_args, *extra])
+
+
+class NotATensor:  # a custom class outside what a trainer's file is expected to name
     pass
 
 
 def test_cli_import_official_end_to_end(official, imported, tmp_path, capsys):
-    teacher, sd, path = official
-    cfg = teacher.bcos_clip_source["model_cfg"]
-    (tmp_path / "rn.json").write_text(json.dumps(cfg))
+    teacher, tower, ema_tower, ckpt, path = official
+    (tmp_path / "rn.json").write_text(json.dumps(teacher.bcos_clip_source["model_cfg"]))
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    out = tmp_path / "imported"
-    rc = main(["import-official", str(path), "--out", str(out), "--teacher", str(tmp_path / "rn.json"),
-               "--pretrained", str(tmp_path / "teacher.pt")])
-    assert rc == 0, capsys.readouterr().err
-    loaded = bcos_clip.load(out)
-    images = torch.rand(1, 3, 64, 64)
+    targs = ["--teacher", str(tmp_path / "rn.json"), "--pretrained", str(tmp_path / "teacher.pt")]
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    heads = teacher.visual.attnpool.num_heads
+    for name, extra, their in (("model", [], tower), ("ema", ["--ema"], ema_tower)):
+        assert _cli(path, tmp_path / name, targs, *extra) == 0, capsys.readouterr().err
+        loaded = bcos_clip.load(tmp_path / name)
+        with torch.no_grad():
+            assert rel(loaded.encode_image(images), _reference(loaded, their, images, heads)) < 1e-5, name
+        assert loaded.spec == OFFICIAL_SPEC and (tmp_path / name / "teacher_visual.safetensors").is_file()
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["extra"]["official"]["global_step"] == 450450 and config["extra"]["official"]["layout"] == "positional"
+    # today's synthetic layout (open_clip names) through the same command
+    torch.save(lightning_checkpoint(lightning_state_dict(to_open_clip_names(tower), {})), tmp_path / "synthetic.ckpt")
+    assert _cli(tmp_path / "synthetic.ckpt", tmp_path / "synthetic", targs) == 0, capsys.readouterr().err
     with torch.no_grad():
-        assert torch.allclose(loaded.encode_image(images), imported[0].encode_image(images), rtol=1e-5, atol=1e-6)
-    assert loaded.spec == OFFICIAL_SPEC and (out / "teacher_visual.safetensors").is_file()
-    config = json.loads((out / "config.json").read_text())
-    assert config["extra"]["official"]["global_step"] == 450450
-    # a pickled custom object: refused without --trust-pickle, one line
-    torch.save({**lightning_checkpoint(sd), "callbacks": NotATensor()}, tmp_path / "pickled.ckpt")
-    rc = main(["import-official", str(tmp_path / "pickled.ckpt"), "--out", str(tmp_path / "x"),
-               "--teacher", str(tmp_path / "rn.json"), "--pretrained", str(tmp_path / "teacher.pt")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "--trust-pickle" in err and len(err.strip().splitlines()) == 1
-    rc = main(["import-official", str(tmp_path / "pickled.ckpt"), "--out", str(tmp_path / "x"), "--trust-pickle",
-               "--teacher", str(tmp_path / "rn.json"), "--pretrained", str(tmp_path / "teacher.pt")])
-    assert rc == 0
+        assert torch.equal(bcos_clip.load(tmp_path / "synthetic").encode_image(images),
+                           bcos_clip.load(tmp_path / "model").encode_image(images))
+    # a pickled object of an unexpected class, or a payload: refused without --trust-pickle, one line
+    torch.save({**ckpt, "callbacks": NotATensor()}, tmp_path / "pickled.ckpt")
+    torch.save({**ckpt, "callbacks": Payload(tmp_path / "marker")}, tmp_path / "payload.ckpt")
+    capsys.readouterr()
+    for name, names in (("pickled.ckpt", "NotATensor"), ("payload.ckpt", "builtins.exec")):
+        rc = _cli(tmp_path / name, tmp_path / "x", targs)
+        err = capsys.readouterr().err
+        assert rc == 2 and names in err and "--trust-pickle" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "marker").exists() and not (tmp_path / "x").exists()
+    assert _cli(tmp_path / "pickled.ckpt", tmp_path / "x", targs, "--trust-pickle") == 0  # the explicit opt-in
 
 
 def test_cli_errors_are_one_line(official, tmp_path, capsys):
-    teacher, sd, _ = official
-    bad = {k: v for k, v in sd.items() if "layer3" not in k}
-    torch.save(lightning_checkpoint(bad), tmp_path / "bad.ckpt")
+    teacher, tower, *_ = official
+    bad = {k: v for k, v in tower.items() if "layer3" not in k}
+    torch.save(lightning_checkpoint(lightning_state_dict(bad, {})), tmp_path / "bad.ckpt")
     (tmp_path / "rn.json").write_text(json.dumps(teacher.bcos_clip_source["model_cfg"]))
     for name, expected in (("bad.ckpt", "missing keys: layer3.0"), ("nope.ckpt", "checkpoint not found")):
-        rc = main(["import-official", str(tmp_path / name), "--out", str(tmp_path / "o"),
-                   "--teacher", str(tmp_path / "rn.json"), "--pretrained", "none"])
+        rc = _cli(tmp_path / name, tmp_path / "o", ["--teacher", str(tmp_path / "rn.json"), "--pretrained", "none"])
         err = capsys.readouterr().err
         assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
 
@@ -256,16 +237,33 @@ def test_full_size_rn50_layout():
     from bcos_clip.models.official import OfficialCheckpoint
     torch.manual_seed(0)
     teacher, _, _ = bcos_clip.load_clip("RN50")
-    sd = official_state(teacher.visual)
-    tower = {k[len(P):]: v for k, v in sd.items() if k.startswith(P)}
+    tower = their_tower_state(teacher.visual)
     n_conv = 3 + 3 * 16 + 4  # stem, 16 bottlenecks, 4 downsamples; as many BNs (4 tensors each)
     assert len(tower) == n_conv + 4 * n_conv + 4
+    assert sum(".downsample.1.linear.weight" in k for k in tower) == 4
     model, _, info = import_official(OfficialCheckpoint(tower, None, {"file": "synthetic-rn50"}), teacher)
     assert info["tensors_loaded"] == len(model.visual.state_dict()) == n_conv + 2 * n_conv + 4
     images = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    pp = model.source["preprocess_cfg"]
+    ref = _reference(model, tower, images, teacher.visual.attnpool.num_heads)
     with torch.no_grad():
-        ref = reference_forward(sd, images, pp["mean"], pp["std"], teacher.visual.attnpool.num_heads)
         out = model.encode_image(images)
     assert torch.isfinite(ref).all() and ref.abs().max() > 0
-    assert ((out - ref).norm() / ref.norm()).item() < 1e-4
+    assert rel(out, ref) < 1e-4
+
+
+def test_checkpoints_with_the_old_normalize6_buffers_still_load(imported, tmp_path):
+    """Imports written before the Normalize6 constants followed the input dtype stored them as float32
+    buffers (input_norm.mean / .std): such a checkpoint still loads, and computes the same."""
+    from safetensors.torch import load_file
+
+    model = imported[0]
+    bcos_clip.save(model, tmp_path / "ck")
+    weights = load_file(tmp_path / "ck" / "model.safetensors")
+    assert not any(k.startswith("input_norm.") for k in weights)
+    pp = model.source["preprocess_cfg"]
+    weights["input_norm.mean"] = torch.tensor(list(pp["mean"]) + [1 - v for v in pp["mean"]]).view(1, 6, 1, 1)
+    weights["input_norm.std"] = torch.tensor(list(pp["std"]) * 2).view(1, 6, 1, 1)
+    save_file(weights, tmp_path / "ck" / "model.safetensors")
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(bcos_clip.load(tmp_path / "ck").encode_image(images), model.encode_image(images))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bcos_clip.cli import build_parser
-from bcos_clip.train.checkpoint import find_resume, save_checkpoint
+from bcos_clip.train.checkpoint import find_resume, load_state, save_checkpoint
 from bcos_clip.train.config import TrainConfig, build_config, load_config_json
 from bcos_clip.train.optim import adaptive_clip_grad_, clip_gradients_, lr_at
 
@@ -113,7 +113,9 @@ def test_checkpoints_are_atomic_and_latest_follows(tmp_path):
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000004", "step_00000006"]
     assert find_resume(str(tmp_path), "latest") == (root / "step_00000006").resolve()
-    assert torch.load(root / "latest" / "train_state.pt")["step"] == 6
+    assert load_state(root / "latest")["step"] == 6
+    assert sorted(p.name for p in (root / "latest").iterdir()) == [
+        "config.json", "model.safetensors", "train_config.json", "train_state.json", "train_state.safetensors"]
 
     def broken(d):
         raise OSError("disk full")
@@ -121,7 +123,7 @@ def test_checkpoints_are_atomic_and_latest_follows(tmp_path):
     with pytest.raises(OSError):
         save_checkpoint(str(tmp_path), 8, broken, {"step": 8}, "{}")
     assert find_resume(str(tmp_path), "latest") == (root / "step_00000006").resolve()
-    with pytest.raises(FileNotFoundError, match="train_state.pt"):
+    with pytest.raises(FileNotFoundError, match="train_state.json"):
         find_resume(str(tmp_path), str(tmp_path))
 
 

@@ -23,8 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "init, for tests only)")
     p.add_argument("--ema", action="store_true", help="import the EMA weights (ema.module.model.*) instead")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="read the checkpoint with full unpickling instead of tensors-only (needed when it holds "
-                        "pickled objects; runs code in the file: only for files you trust)")
+                   help="read the checkpoint with full unpickling (runs code in the file: only for files you "
+                        "trust). Without it, tensors and the objects a trainer pickles beside them (Lightning, "
+                        "numpy, their config classes) are read as inert records and any other object refuses "
+                        "the file")
     p.set_defaults(func=run)
 
 
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     pretrained = None if str(args.pretrained).lower() in ("none", "") else args.pretrained
     out, info = import_official_to(args.path, args.output, teacher=args.teacher, pretrained=pretrained,
                                    ema=args.ema, trust_pickle=args.trust_pickle)
-    print(f"imported {info['tensors_loaded']} tensors ({info['dropped_unused']} unused BN statistics dropped); "
+    print(f"imported {info['tensors_loaded']} tensors ({info['layout']} downsample keys; {info['dropped_unused']} "
+          f"unused BN statistics dropped); "
           f"teacher image tower {info['teacher_visual']}; text tower from {info['text_tower']}\nwrote {out}")
     return 0

@@ -84,7 +84,10 @@ def decode_target(ext: str, data: bytes, where: str, num_classes: Optional[int])
                              f"{num_classes} classes")
         return label
     if ext == "npy":
-        vec = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32).reshape(-1)
+        try:
+            vec = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32).reshape(-1)
+        except (ValueError, TypeError, OSError) as exc:  # object arrays (pickles) are refused, never loaded
+            raise ValueError(f"{where}: .npy is not a numeric array ({exc})") from None
         if num_classes is not None and vec.shape[0] > num_classes:
             raise ValueError(f"{where}: multilabel vector has {vec.shape[0]} entries but "
                              f"{CLASSNAMES_FILE} lists only {num_classes} classes")

@@ -14,6 +14,7 @@ import torch
 from bcos_clip.evaluation.hashing import json_digest, text_tower_digest
 from bcos_clip.evaluation.precision import autocast
 from bcos_clip.models.text import format_template, encode_prompts
+from bcos_clip.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def cached_classifier(model: Any, classnames: Sequence[str], templates: Sequence
     path = Path(cache_dir) / "classifiers" / f"{key}.pt"
     if path.is_file():
         log.info("zero-shot classifier from cache %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path, "zero-shot classifier cache (delete it to recompute)")
     weights = build_classifier(model, classnames, templates, device, precision)
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from bcos_clip.evaluation.distributed import all_gather, rank_world
 from bcos_clip.evaluation.hashing import json_digest
 from bcos_clip.evaluation.precision import autocast
 from bcos_clip.evaluation.results import first_line
+from bcos_clip.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def cached_split_features(model: Any, dataset: Any, split: str, settings: Loader
     path = feature_cache_path(cache_dir, model_hash, dataset, split, settings.precision)
     if path.is_file():
         log.info("features from cache %s", path)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = load_tensors(path, "feature cache (delete it to recompute)")
         return (blob["features"], blob["targets"]) if rank_world()[0] == 0 else None
     out = split_features(model, dataset, split, settings)
     if out is not None:

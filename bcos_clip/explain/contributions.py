@@ -25,8 +25,8 @@ from typing import List, Optional, Sequence
 import torch
 
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.jacobian import (batched_grads, encode_input, no_tf32, project, require_bcos,
-                                       tower_pass)
+from bcos_clip.explain.jacobian import (batched_grads, compute_dtype, encode_input, no_tf32, project,
+                                       require_bcos, tower_pass)
 from bcos_clip.explain.prompts import check_text_for_images
 from bcos_clip.models import BcosCLIP
 
@@ -101,11 +101,11 @@ class ImageContributions:
 
 
 def _one_chunk(model: BcosCLIP, images: torch.Tensor, d_chunk: int, keep_weights: bool) -> ImageContributions:
-    x6 = encode_input(images)
+    x6 = encode_input(images, compute_dtype(model))
     u, bias = tower_pass(model, x6)
     n, d = u.shape
-    contributions = torch.empty(n, d, *x6.shape[-2:], device=x6.device)
-    weights = torch.empty(n, d, *x6.shape[1:], device=x6.device) if keep_weights else None
+    contributions = torch.empty(n, d, *x6.shape[-2:], device=x6.device, dtype=x6.dtype)
+    weights = torch.empty(n, d, *x6.shape[1:], device=x6.device, dtype=x6.dtype) if keep_weights else None
     for rows, g in batched_grads(u, x6, d_chunk):  # g: (k, N, 6, H, W)
         w = g.transpose(0, 1)
         contributions[:, rows] = (w * x6.detach().unsqueeze(1)).sum(2)

@@ -48,10 +48,15 @@ def no_tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def encode_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [0, 1] or (N, 6, H, W) -> fp32 leaf (N, 6, H, W) = [x, 1-x] requiring grad."""
+def compute_dtype(model: BcosCLIP) -> torch.dtype:
+    """float64 for a float64 image tower, else float32: explanations keep a float64 model's precision."""
+    return torch.float64 if any(p.dtype == torch.float64 for p in model.visual.parameters()) else torch.float32
+
+
+def encode_input(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] or (N, 6, H, W) -> leaf (N, 6, H, W) = [x, 1-x] of `dtype`, requiring grad."""
     check_images(images)
-    x6 = bnn.add_inverse(images.float()) if images.shape[1] == 3 else images.float()
+    x6 = bnn.add_inverse(images.to(dtype)) if images.shape[1] == 3 else images.to(dtype)
     return x6.detach().requires_grad_(True)
 
 
@@ -62,10 +67,10 @@ def tower_pass(model: BcosCLIP, x6: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     model.eval()
     try:
         with torch.enable_grad(), bnn.explanation_mode(model), bnn.dynamic_mode(model, "record"):
-            out = model.encode_image6(x6).float()
+            out = model.encode_image6(x6).to(x6.dtype)
         norm = out.norm(dim=-1, keepdim=True).detach()
         with torch.no_grad(), bnn.explanation_mode(model), bnn.dynamic_mode(model, "replay"):
-            bias = model.encode_image6(torch.zeros_like(x6)).float() / norm
+            bias = model.encode_image6(torch.zeros_like(x6)).to(x6.dtype) / norm
     finally:
         bnn.clear_recorded(model)
         model.train(was_training)

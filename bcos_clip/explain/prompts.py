@@ -50,7 +50,8 @@ def resolve_templates(templates: Templates) -> List[Template]:
 
 def prompt_embeddings(model: torch.nn.Module, prompts: Prompts, templates: Templates,
                       device: torch.device) -> torch.Tensor:
-    """K strings (encoded with templates) or a (K, D) / per-image (N, K, D) tensor -> unit fp32 embeddings.
+    """K strings (encoded with templates) or a (K, D) / per-image (N, K, D) tensor -> unit fp32 embeddings
+    (a float64 tensor stays float64).
 
     model: anything with `.encode_text`, `.tokenizer` and `.embed_dim` (BcosCLIP, PlainCLIP).
     """
@@ -60,7 +61,8 @@ def prompt_embeddings(model: torch.nn.Module, prompts: Prompts, templates: Templ
                              f"got {tuple(prompts.shape)}")
         if prompts.shape[-1] != model.embed_dim:
             raise ValueError(f"prompt embeddings have dimension {prompts.shape[-1]}, the model {model.embed_dim}")
-        return F.normalize(prompts.detach().float().to(device), dim=-1)
+        dtype = torch.float64 if prompts.dtype == torch.float64 else torch.float32
+        return F.normalize(prompts.detach().to(device, dtype), dim=-1)
     if isinstance(prompts, str) or len(prompts) == 0:
         raise ValueError("prompts must be a non-empty list of strings or a (K, D) tensor")
     if not all(isinstance(p, str) and p.strip() for p in prompts):

@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEACHER_VISUAL_NAME = "teacher_visual.safetensors"
+# Normalize6 constants, stored by checkpoints written before they followed the input's dtype
+LEGACY_KEYS = ("input_norm.mean", "input_norm.std")
 PathLike = Union[str, Path]
 
 
@@ -106,6 +108,11 @@ def read_safetensors(path: Path, map_location: Union[str, torch.device] = "cpu")
         raise ValueError(f"cannot read weights file {path}: {exc}") from exc
 
 
+def read_model_weights(path: Path, map_location: Union[str, torch.device] = "cpu") -> Dict[str, torch.Tensor]:
+    """The BcosCLIP tensors of a `model.safetensors` (keys older versions stored and no longer use dropped)."""
+    return {k: v for k, v in read_safetensors(path, map_location).items() if k not in LEGACY_KEYS}
+
+
 def build_from_config(config: Dict[str, Any], where: str = CONFIG_NAME) -> BcosCLIP:
     """The (randomly initialised) BcosCLIP a config describes (``where``: its file, named in errors)."""
     clip = instantiate(config["model_cfg"], f"{where}: model_cfg")
@@ -122,7 +129,7 @@ def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu") ->
         raise FileNotFoundError(f"not a bcos_clip checkpoint: {d / WEIGHTS_NAME} is missing")
     config["model_cfg"] = resolve_bundled_tokenizer(config["model_cfg"], d, config.get("tokenizer", {}))
     model = build_from_config(config, str(d / CONFIG_NAME))
-    load_weights_strict(model, read_safetensors(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
+    load_weights_strict(model, read_model_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config
     return model.eval().to(map_location)
 

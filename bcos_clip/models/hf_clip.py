@@ -29,6 +29,7 @@ import torch
 
 from bcos_clip.models.hf_tokenizer import tokenizer_settings
 from bcos_clip.models.state_diff import CheckpointMismatchError
+from bcos_clip.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -158,13 +159,14 @@ def open_clip_config(directory: PathLike) -> Tuple[Dict[str, Any], Dict[str, Any
 
 
 def _load_weight_file(path: Path) -> Dict[str, torch.Tensor]:
+    """Tensors of a safetensors file or of a `torch.save` file read weights-only (never unpickled)."""
+    if path.suffix != ".safetensors":
+        return load_tensors(path, "weights file")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        from safetensors.torch import load_file
+        return load_file(str(path))
     except Exception as exc:  # corrupt files raise library-specific errors
-        raise ValueError(f"cannot read weights file {path}: {exc}") from exc
+        raise ValueError(f"cannot read weights file {path}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def read_hf_weights(directory: PathLike) -> Dict[str, torch.Tensor]:

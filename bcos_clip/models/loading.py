@@ -26,6 +26,7 @@ from torch import nn
 from bcos_clip.models import hf_clip
 from bcos_clip.models.preprocess import make_preprocess
 from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict
+from bcos_clip.models.torch_files import UnsafeFileError, pickled_globals
 
 log = logging.getLogger(__name__)
 SOURCE_ATTR = "bcos_clip_source"
@@ -147,7 +148,14 @@ def _pretrained_checkpoint(name: str, pretrained: str, model_cfg: Dict[str, Any]
 
 
 def _load_open_clip_checkpoint(model: nn.Module, checkpoint: str, name: str) -> None:
-    """open_clip.load_checkpoint (strict); a mismatch is one line listing the keys and shapes."""
+    """open_clip.load_checkpoint (strict); a mismatch is one line listing the keys and shapes.
+
+    open_clip reads torch files weights-only (and retries a TypeError without the flag): a file naming
+    globals beyond torch's allowlist is refused here first, from a static scan (nothing unpickled)."""
+    unsafe = pickled_globals(checkpoint) if not str(checkpoint).endswith((".safetensors", ".npz", ".npy")) else None
+    if unsafe:
+        raise UnsafeFileError(f"load_clip: checkpoint {checkpoint} names {', '.join(unsafe[:4])}, which could run "
+                              "code when unpickled: not loaded")
     try:
         open_clip.load_checkpoint(model, checkpoint, strict=True)
     except RuntimeError as exc:

@@ -3,7 +3,16 @@
 What their checkpoints hold (a PyTorch Lightning `last.ckpt`, read from their code):
 - `state_dict` keys `model.model.<...>`: the Lightning module's `model` is their BcosifyNetwork, whose
   `model` is the converted OpenAI CLIP ModifiedResNet image tower. The stripped form of their
-  `scripts/strip_checkpoints.py` drops the first `model.` and EMA weights live under `ema.module.model.`.
+  `scripts/strip_checkpoints.py` (a plain dict saved as `.pth`) drops the first `model.` (or, with
+  `--ema`, the `ema.module.`); EMA weights live under `ema.module.model.` (their EMA is a torch
+  AveragedModel, which also stores `ema.n_averaged`). A Lightning file also holds epoch, global_step,
+  pytorch-lightning_version, loops, callbacks, optimizer_states, lr_schedulers, hparams_name and
+  hyper_parameters; they are read without unpickling anything foreign (`torch_files`), and only
+  epoch, step and the experiment's names are kept.
+- Their converter rebuilds every nn.Sequential positionally (`BcosSequential(*children)`), so each
+  ResNet `downsample`, which open_clip and OpenAI CLIP key `-1` (AvgPool2d), `0` (conv), `1` (BN), is
+  saved as `0`, `1`, `2`: `layerN.0.downsample.1.linear.weight` is the conv and `downsample.2.*` the
+  BN. Checkpoints keyed with open_clip's downsample names are read as well (`tower_layout`).
 - Every conv is their BcosifyConv2d: the weight is in a `linear` sub-conv (`<name>.linear.weight`), not
   unit-normalised, no max-out (max_out=1), B = 2 fixed (`fix_b`), y = z * |z| / ||x_patch|| with
   ||x_patch|| = sqrt(box-sum of x^2 + 1e-6): the same as bcos_clip's BcosConv2d.
@@ -27,7 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -41,6 +50,7 @@ from bcos_clip.models.bcos_model import BcosCLIP, bcosify
 from bcos_clip.models.checkpoint import read_safetensors, save
 from bcos_clip.models.loading import load_clip
 from bcos_clip.models.state_diff import load_weights_strict
+from bcos_clip.models.torch_files import UnsafeFileError, load_training_checkpoint
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -55,6 +65,11 @@ PROBE_KEY = "conv1.linear.weight"  # the stem conv: present in every form
 DROPPED_SUFFIXES = (".running_mean", ".num_batches_tracked")  # stored by their BN, unused by uncentered BN
 META_KEYS = ("epoch", "global_step", "pytorch-lightning_version")
 HPARAM_KEYS = ("dataset", "base_network", "experiment_name")
+# ResNet downsample children: their positional index -> open_clip's key (AvgPool2d "-1" has no tensors)
+DOWNSAMPLE_KEY = re.compile(r"^(layer\d+\.\d+\.downsample)\.(\d+)\.(.*)$")
+POSITIONAL_TO_OPEN_CLIP = {"0": "-1", "1": "0", "2": "1"}
+LAYOUTS = ("positional", "open_clip")
+TRUST_HINT = "if you trust the file, pass --trust-pickle (it runs the pickle)"
 
 
 @dataclass
@@ -72,13 +87,16 @@ def _load_file(path: Path, trust_pickle: bool) -> Dict[str, Any]:
         raise FileNotFoundError(f"official checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: cannot be read as tensors only ({str(exc).strip().splitlines()[0]}); if you "
-                         "trust the file, pass --trust-pickle (it runs the pickle)") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint: {exc}") from exc
+    if trust_pickle:  # the caller's explicit choice: runs the file's pickle
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint: {exc}") from exc
+    else:
+        try:
+            obj = load_training_checkpoint(path, "official checkpoint")
+        except UnsafeFileError as exc:
+            raise UnsafeFileError(f"{exc}; {TRUST_HINT}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
     return obj
@@ -102,8 +120,10 @@ def read_official(path: PathLike, ema: bool = False, trust_pickle: bool = False)
     prefix = next((pre for pre in prefixes if pre + PROBE_KEY in tensors), None)
     if prefix is None:
         where = "EMA weights (ema.module.model.*)" if ema else "a B-cosified image tower"
+        hint = ("a stripped .pth holds one set of weights (model.*): import it without --ema"
+                if ema and "model." + PROBE_KEY in tensors else "is this a B-cosification CLIP checkpoint?")
         raise ValueError(f"{p}: no {where} found: none of {[pre + PROBE_KEY for pre in prefixes]} is in the "
-                         "checkpoint (is this a B-cosification CLIP checkpoint?)")
+                         f"checkpoint ({hint})")
     others = [pre for pre in ("model.", EMA_PREFIX, TEACHER_PREFIX) if pre != prefix]
     tower = {k[len(prefix):]: v for k, v in tensors.items()
              if k.startswith(prefix) and not (prefix == "" and any(k.startswith(o) for o in others))}
@@ -111,31 +131,48 @@ def read_official(path: PathLike, ema: bool = False, trust_pickle: bool = False)
     return OfficialCheckpoint(tower, teacher or None, {"file": str(p), **_meta(ckpt), "source_prefix": prefix})
 
 
-def official_key(key: str) -> Optional[str]:
+def tower_layout(tower: Dict[str, torch.Tensor]) -> str:
+    """'positional' (their BcosSequential-rebuilt downsample: 0 AvgPool, 1 conv, 2 BN) or 'open_clip'
+    (-1, 0, 1): decided by where the downsample convs are."""
+    for key in tower:
+        m = DOWNSAMPLE_KEY.match(key)
+        if m and m.group(3) == "linear.weight":
+            return "positional" if m.group(2) == "1" else "open_clip"
+    return "positional"
+
+
+def official_key(key: str, layout: str = "positional") -> Optional[str]:
     """Their tower key -> the BcosCLIP key it loads into (None: stored but unused, dropped).
 
     `<conv>.linear.weight` -> `visual.<conv>.weight` (also attnpool.c_proj); BN running_mean and
-    num_batches_tracked -> None; everything else (BN weight / running_var, attnpool q/k/v_proj.weight)
-    keeps its name under `visual.`. Keys this mapping does not know stay as they are, so that a strict
-    load lists them as unexpected.
+    num_batches_tracked -> None; a positional `downsample.1` / `downsample.2` -> open_clip's
+    `downsample.0` / `downsample.1`; everything else (BN weight / running_var, attnpool q/k/v_proj.weight)
+    keeps its name under `visual.`. Keys this mapping does not know stay as they are (a positional
+    `downsample.0.*` becomes `downsample.-1.*`), so that a strict load lists them as unexpected.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if key.endswith(DROPPED_SUFFIXES):
         return None
+    m = DOWNSAMPLE_KEY.match(key)
+    if m and layout == "positional":
+        key = f"{m.group(1)}.{POSITIONAL_TO_OPEN_CLIP.get(m.group(2), m.group(2))}.{m.group(3)}"
     if key.endswith(".linear.weight"):
         return f"visual.{key[:-len('.linear.weight')]}.weight"
     return f"visual.{key}"
 
 
-def map_official_tower(tower: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], list]:
-    """(state dict for BcosCLIP.visual, dropped keys)."""
+def map_official_tower(tower: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], list, str]:
+    """(state dict for BcosCLIP.visual, dropped keys, layout)."""
+    layout = tower_layout(tower)
     mapped, dropped = {}, []
     for key, tensor in tower.items():
-        target = official_key(key)
+        target = official_key(key, layout)
         if target is None:
             dropped.append(key)
         else:
             mapped[target[len("visual."):]] = tensor
-    return mapped, sorted(dropped)
+    return mapped, sorted(dropped), layout
 
 
 def _teacher_tower(teacher: nn.Module, state: Optional[Dict[str, torch.Tensor]], where: str,
@@ -169,9 +206,9 @@ def import_official(path: Union[PathLike, OfficialCheckpoint], teacher: nn.Modul
     ckpt = path if isinstance(path, OfficialCheckpoint) else read_official(path, ema=ema, trust_pickle=trust_pickle)
     where = f"official checkpoint {ckpt.meta.get('file', '(in memory)')}"
     model = bcosify(teacher, spec=OFFICIAL_SPEC)
-    mapped, dropped = map_official_tower(ckpt.tower)
-    load_weights_strict(model.visual, mapped, where)
-    info: Dict[str, Any] = {**ckpt.meta, "tensors_loaded": len(mapped),
+    mapped, dropped, layout = map_official_tower(ckpt.tower)
+    load_weights_strict(model.visual, mapped, f"{where} ({layout} downsample keys)")
+    info: Dict[str, Any] = {**ckpt.meta, "layout": layout, "tensors_loaded": len(mapped),
                             "dropped_unused": len(dropped), "spec": OFFICIAL_SPEC.to_dict()}
     teacher_visual = _teacher_tower(teacher, ckpt.teacher_visual, where, info)
     return model.eval(), teacher_visual.eval(), info

@@ -13,16 +13,19 @@ from torch import nn
 
 from bcos_clip.nn.bcos_linear import BcosLinear
 from bcos_clip.nn.dynamic import DynamicModule
+from bcos_clip.nn.functional import _acc
 
 Proj = Union[BcosLinear, nn.Linear]
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)): q (N, h, Lq, d), k (N, h, L, d) -> (N, h, Lq, L)."""
+    """softmax(q k^T / sqrt(d)): q (N, h, Lq, d), k (N, h, L, d) -> (N, h, Lq, L).
+
+    The softmax runs in at least fp32 (half / bf16 logits are upcast); float64 stays float64."""
     logits = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     if mask is not None:
         logits = logits + mask
-    return logits.float().softmax(-1).to(q.dtype)
+    return _acc(logits).softmax(-1).to(q.dtype)
 
 
 class BcosSelfAttention(DynamicModule):

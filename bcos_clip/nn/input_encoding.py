@@ -35,14 +35,25 @@ def official_first_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 class Normalize6(nn.Module):
-    """The official code's 6-channel Normalize, mean (m, 1-m), std (s, s). Compatibility mode only."""
+    """The official code's 6-channel Normalize, mean (m, 1-m), std (s, s). Compatibility mode only.
+
+    Like torchvision's Normalize (which the official code uses), the constants are Python floats
+    turned into tensors of the input's dtype: float64 inputs get float64 constants (not float32 ones).
+    They are not part of the state dict (LEGACY_KEYS: what older checkpoints stored).
+    """
+
+    LEGACY_KEYS = ("mean", "std")
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        m = torch.tensor(list(mean) + [1.0 - v for v in mean]).view(1, 6, 1, 1)
-        s = torch.tensor(list(std) + list(std)).view(1, 6, 1, 1)
-        self.register_buffer("mean", m)
-        self.register_buffer("std", s)
+        self.mean_values = tuple(float(v) for v in mean) + tuple(1.0 - float(v) for v in mean)
+        self.std_values = tuple(float(v) for v in std) * 2
 
     def forward(self, x6: torch.Tensor) -> torch.Tensor:
-        return (x6 - self.mean.to(x6.dtype)) / self.std.to(x6.dtype)
+        """x6: (N, 6, H, W) = [x, 1-x] -> ((x6 - mean) / std), in x6's dtype."""
+        m = torch.tensor(self.mean_values, dtype=x6.dtype, device=x6.device).view(1, 6, 1, 1)
+        s = torch.tensor(self.std_values, dtype=x6.dtype, device=x6.device).view(1, 6, 1, 1)
+        return (x6 - m) / s
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean_values}, std={self.std_values}"

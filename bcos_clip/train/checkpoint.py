@@ -3,9 +3,14 @@
 Layout::
 
     OUTPUT/checkpoints/step_00001000/   config.json + model.safetensors (bcos_clip.save format),
-                                        train_state.pt (optimizer, schedule, scaler, step, epoch,
-                                        batch in epoch, RNG states, counters), train_config.json
+                                        train_state.json + train_state.safetensors (optimizer,
+                                        schedule, scaler, step, epoch, RNG states, counters, plan:
+                                        JSON and tensors, never a pickle), train_config.json
     OUTPUT/checkpoints/latest -> step_00001000   (relative symlink)
+
+The data position is a function of the step (epoch, batch in epoch = divmod(step, steps per epoch)).
+A `train_state.pt` (the pickle earlier versions wrote) is refused with one line, never unpickled: run
+folders get shared and downloaded, and unpickling runs code.
 
 A step directory is written under a temporary name and renamed into place; ``latest`` is a new link
 renamed over the old one. A crash at any moment leaves the previous checkpoint intact.
@@ -22,11 +27,14 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from bcos_clip.train.state_codec import StateFileError, read_state, state_files, write_state
+
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-STATE_NAME = "train_state.pt"
+STATE_STEM = "train_state"
+LEGACY_STATE_NAME = "train_state.pt"  # a pickle: refused
 
 
 def checkpoints_dir(output: str) -> Path:
@@ -80,7 +88,7 @@ def save_checkpoint(output: str, step: int, write_model, state: Dict[str, Any],
         output: the run directory.
         step: optimiser steps taken.
         write_model: ``f(directory)`` writing the model in the bcos_clip.save format.
-        state: the trainer state (goes to ``train_state.pt``).
+        state: the trainer state (goes to ``train_state.json`` + ``train_state.safetensors``).
         config_json: the run's TrainConfig as JSON text.
         keep: keep only the newest ``keep`` step directories (0 = all).
     """
@@ -92,7 +100,7 @@ def save_checkpoint(output: str, step: int, write_model, state: Dict[str, Any],
     tmp = root / f".tmp-{name}-{os.getpid()}"
     tmp.mkdir()
     write_model(tmp)
-    torch.save(state, tmp / STATE_NAME)
+    write_state(*state_files(tmp, STATE_STEM), state)
     (tmp / "train_config.json").write_text(config_json)
     final = root / name
     if final.exists():
@@ -102,6 +110,14 @@ def save_checkpoint(output: str, step: int, write_model, state: Dict[str, Any],
     _prune(root, keep)
     log.info("checkpoint %s", final)
     return final
+
+
+def _refuse_pickled_state(directory: Path) -> None:
+    legacy = directory / LEGACY_STATE_NAME
+    if legacy.is_file():
+        raise StateFileError(f"{legacy}: a pickled trainer state (written by an earlier bcos_clip) is not loaded, "
+                             f"since unpickling a file can run code; to go on from its weights, start a new run "
+                             f"with --model {directory}")
 
 
 def find_resume(output: str, resume: Optional[str]) -> Optional[Path]:
@@ -115,14 +131,23 @@ def find_resume(output: str, resume: Optional[str]) -> Optional[Path]:
             return None
         return path.resolve()
     path = Path(resume)
-    if not (path / STATE_NAME).is_file():
-        raise FileNotFoundError(f"--resume {resume}: {path / STATE_NAME} not found (not a training checkpoint)")
+    json_path, tensors_path = state_files(path, STATE_STEM)
+    if not (json_path.is_file() and tensors_path.is_file()):
+        _refuse_pickled_state(path)
+        raise FileNotFoundError(f"--resume {resume}: {json_path.name} / {tensors_path.name} not found in {path} "
+                                "(not a training checkpoint)")
     return path.resolve()
 
 
 def load_state(directory: Path) -> Dict[str, Any]:
-    """``train_state.pt`` of a checkpoint, on the CPU (the optimizer moves its state to its params)."""
-    return torch.load(Path(directory) / STATE_NAME, map_location="cpu", weights_only=False)
+    """The trainer state of a checkpoint (tensors on the CPU; the optimizer moves its state to its params).
+
+    Reads JSON and safetensors only; a pickled ``train_state.pt`` is refused (StateFileError, one line)."""
+    json_path, tensors_path = state_files(Path(directory), STATE_STEM)
+    if not json_path.is_file():
+        _refuse_pickled_state(Path(directory))
+        raise FileNotFoundError(f"{json_path} not found (not a training checkpoint)")
+    return read_state(json_path, tensors_path)
 
 
 def list_checkpoints(output: str) -> List[Path]:

@@ -84,13 +84,17 @@ def config_path(arch: str) -> Path:
     return path
 
 
+DECODED = ("jpg", "jpeg", "png", "webp", "txt")
+
+
 def load_caption_shards(shards: str, image_size: int) -> Tuple[Tensor, List[str]]:
     """Decode img2dataset-style shards (brace pattern) into memory.
 
     Returns images (N, 3, image_size, image_size) uint8 and N captions.
     """
     images, captions = [], []
-    dataset = wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("torchrgb8")
+    # only images and captions are decoded: webdataset's default handlers would unpickle .pyd / .pth members
+    dataset = wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("torchrgb8", only=DECODED)
     for sample in tqdm(dataset, desc="teacher data", unit="img", mininterval=2.0):
         image = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
         if image is None or "txt" not in sample:

@@ -150,6 +150,7 @@ def build_session(cfg: TrainConfig, info: DistInfo) -> Session:
     """Build data plan, models (resumed if asked), DDP wrapper, optimiser and text targets."""
     seed_everything(cfg.seed)
     resume_dir = find_resume(cfg.output, cfg.resume)
+    resume_state = load_state(resume_dir) if resume_dir is not None else None  # a bad file fails before any work
     shardset = expand_train_spec(cfg.train_data, cfg.folder_chunk_size,
                                  count_missing=cfg.train_num_samples is None)
     num_samples = resolve_num_samples(shardset, cfg.train_num_samples)
@@ -169,8 +170,8 @@ def build_session(cfg: TrainConfig, info: DistInfo) -> Session:
     session = Session(cfg, info, plan, shardset, stream, teacher, student, task, ddp,
                       make_optimizer(student.visual.parameters(), cfg), precision.make_scaler(), precision,
                       cache, resume_dir)
-    if resume_dir is not None:
-        _restore(session, load_state(resume_dir))
+    if resume_state is not None:
+        _restore(session, resume_state)
     log.info("plan: %d samples, %d steps/epoch, %d steps, global batch %d, %d workers/rank",
              plan.num_samples, plan.steps_per_epoch, plan.total_steps, plan.global_batch, plan.workers)
     return session

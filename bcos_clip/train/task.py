@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from bcos_clip import nn as bnn
 from bcos_clip.models import BcosCLIP, PlainCLIP, bcosify, is_checkpoint_dir, load, load_clip, read_config
 from bcos_clip.models.checkpoint import TEACHER_VISUAL_NAME, WEIGHTS_NAME, load_teacher_visual, \
-    load_weights_strict
+    load_weights_strict, read_model_weights
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.losses import LOSSES, TEXT_LOSSES
 from bcos_clip.train.precision import Precision, teacher_dtype
@@ -48,7 +47,7 @@ def build_models(cfg: TrainConfig, resume_dir: Optional[Path]) -> Tuple[PlainCLI
         teacher = PlainCLIP.from_clip(clip, tokenizer)
         student = bcosify(clip, b=cfg.bcos_b, bias=cfg.bcos_bias)
     if resume_dir is not None:
-        load_weights_strict(student, load_file(str(resume_dir / WEIGHTS_NAME)), str(resume_dir / WEIGHTS_NAME))
+        load_weights_strict(student, read_model_weights(resume_dir / WEIGHTS_NAME), str(resume_dir / WEIGHTS_NAME))
     teacher.eval().requires_grad_(False)
     student.text.requires_grad_(False)
     return teacher, student

@@ -57,7 +57,11 @@ class CaptionCache:
                              f"({stamp} differs); use a new folder")
         stamp.write_text(fingerprint)
         for path in sorted(self.directory.glob("chunk-*.safetensors")):
-            data = load_file(str(path))
+            try:
+                data = load_file(str(path))
+            except Exception as exc:  # safetensors' own error types; never a pickle
+                raise ValueError(f"--text-cache {path}: not a readable cache chunk "
+                                 f"({str(exc).strip().splitlines()[0]}); delete it to recompute") from None
             for h, e in zip(data["hash"], data["emb"]):
                 self.table[bytes(h.tolist())] = e
         self.chunks_written = len(list(self.directory.glob("chunk-*.safetensors")))
