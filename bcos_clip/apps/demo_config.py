@@ -137,7 +137,7 @@ def load_settings(cfg: DemoConfig) -> Dict[str, Dict[str, Any]]:
     """The merged settings for ``cfg`` (quick and arch sections applied), checked; a plain dict of
     sections, so that it can be written into stage markers and ``summary.json``."""
     path = settings_path(cfg.settings)
-    data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of sections at the top level")
     quick = data.pop("quick", None) or {}

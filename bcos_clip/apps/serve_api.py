@@ -23,7 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bcos_clip.apps.serve_engine import DEFAULT_TEMPLATE, ExplainEngine, ExplainRequest
 from bcos_clip.apps.serve_io import Limits, RequestError, decode_base64
-from bcos_clip.apps.serve_limits import BodySizeLimit, SecurityHeaders
+from bcos_clip.apps.serve_limits import BodySizeLimit, JsonErrors, SecurityHeaders
 from bcos_clip.apps.serve_render import result_json, sheet_png
 from bcos_clip.runtime.contained import regular_file_inside
 
@@ -105,6 +105,8 @@ async def _parse_json(request: Request) -> Dict[str, Any]:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         raise RequestError(400, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise RequestError(400, "the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError(400, "the JSON body must be an object with 'image' and 'prompts'")
     if "image" not in body:
@@ -156,11 +158,19 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=limits.body_bytes())
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
+    app.add_middleware(JsonErrors)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a bad request: the client gets one JSON line; Starlette re-raises the exception after
+        # this answer, so the server logs its traceback.
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

@@ -1,7 +1,9 @@
-"""ASGI middleware for `bcos-clip serve`: a request-body cap and defensive response headers.
+"""ASGI middleware for `bcos-clip serve`: a request-body cap, JSON error answers, defensive headers.
 
 The body cap runs before any parsing: a request announcing (Content-Length) or streaming (chunked) more
-than `max_bytes` gets a 413 JSON answer, so an oversized upload is never spooled in full.
+than `max_bytes` gets a 413 JSON answer, so an oversized upload is never spooled in full. `JsonErrors`
+turns the plain-text error answers of other middleware (e.g. Starlette's "Invalid host header") into the
+API's one-line `{"detail": ...}`.
 """
 from __future__ import annotations
 
@@ -83,17 +85,46 @@ class BodySizeLimit:
                 await _send_json(send, 413, self._too_large())
 
 
-class SecurityHeaders:
-    """Add SECURITY_HEADERS to every HTTP response."""
+class _ResponseFilter:
+    """Middleware that passes every HTTP answer through :meth:`wrap` (other scopes go through untouched)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def wrap(self, send: Send) -> Send:
+        raise NotImplementedError
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, self.wrap(send) if scope["type"] == "http" else send)
+
+
+class JsonErrors(_ResponseFilter):
+    """Rewrite error answers (status >= 400) that are not JSON as ``{"detail": <their text>}``."""
+
+    def wrap(self, send: Send) -> Send:
+        held: Dict[str, Any] = {}
+
+        async def send_json_errors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+                if message["status"] >= 400 and not ctype.startswith(b"application/json"):
+                    held.update(status=message["status"], body=b"")
+                    return
+            elif message["type"] == "http.response.body" and held:
+                held["body"] += message.get("body", b"")
+                if not message.get("more_body", False):
+                    text = " ".join(held["body"].decode("utf-8", errors="replace").split())
+                    await _send_json(send, held["status"], text or f"HTTP {held['status']}")
+                return
+            await send(message)
+
+        return send_json_errors
+
+
+class SecurityHeaders(_ResponseFilter):
+    """Add SECURITY_HEADERS to every HTTP response."""
+
+    def wrap(self, send: Send) -> Send:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
@@ -101,4 +132,4 @@ class SecurityHeaders:
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return send_with_headers

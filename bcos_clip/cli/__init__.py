@@ -1,7 +1,9 @@
 """`bcos-clip`: a thin shell over library calls and apps.
 
 Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)`` (which
-registers the subcommand and sets ``func=run``) and ``run(args) -> int``.
+registers the subcommand and sets ``func=run``) and ``run(args) -> int``. Bad input of any subcommand
+ends as one line on stderr and exit code 2 (``bcos_clip.cli.errors``); numeric flags are checked while
+parsing (``bcos_clip.cli.types``).
 """
 from __future__ import annotations
 
@@ -11,16 +13,20 @@ import logging
 import sys
 from typing import List, Optional
 
+from bcos_clip.cli.errors import OneLineParser, describe, expected_errors
+from bcos_clip.cli.types import log_level
+
 # One module per subcommand, imported lazily so `bcos-clip X --help` stays quick.
 SUBCOMMANDS = ("bcosify", "eval", "report", "train", "serve", "import-official", "export", "explain", "localize", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bcos-clip",
         description="B-cosify, distil, evaluate and explain CLIP image towers.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    parser.add_argument("--log-level", default="INFO", type=log_level,
+                        help="logging level (DEBUG, INFO, WARNING, ERROR); DEBUG also shows the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
@@ -30,14 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``bcos-clip`` with ``argv``; returns the exit code (argparse errors raise SystemExit(2))."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        # One clear line for bad input; the traceback is available with --log-level DEBUG.
-        logging.getLogger("bcos_clip").debug("error", exc_info=True)
-        print(f"bcos-clip {args.command}: error: {exc}", file=sys.stderr)
+    except expected_errors() as exc:
+        # One clear line for bad input; the traceback is available with --log-level DEBUG. Other
+        # exceptions are bugs and keep their traceback.
+        logging.getLogger("bcos_clip").debug("bcos-clip %s failed", args.command, exc_info=True)
+        print(f"bcos-clip {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 2

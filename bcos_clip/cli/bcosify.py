@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.cli.types import bcos_b
 from bcos_clip.runtime.output_paths import check_output_dir
 
 CALIBRATE_BATCHES = 10
@@ -15,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="B-cosify the image tower of an open_clip model (every pretrained weight "
                                    "carried over) and write a bcos_clip checkpoint + conversion report.")
     add_model(p)
-    p.add_argument("--b", type=float, default=2.0, help="B of every converted layer (1 = plain linear)")
+    p.add_argument("--b", type=bcos_b, default=2.0, help="B of every converted layer (1 = plain linear)")
     p.add_argument("--bias", action="store_true", help="keep all biases (with --b 1: the original function)")
     p.add_argument("--qk", choices=["bcos", "linear"], default="bcos",
                    help="attention q/k projections: B-cos linears (paper) or plain linears")

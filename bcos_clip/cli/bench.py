@@ -3,17 +3,10 @@ end-to-end distillation throughput; ratios from one run, JSON output."""
 from __future__ import annotations
 
 import argparse
-from typing import List
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.cli.types import int_list, non_negative_float, non_negative_int, positive_int
 from bcos_clip.runtime.output_paths import check_output_file
-
-
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,23 +23,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (default: cuda when available)")
     add_output(p, required=False, help="JSON file to write (rows, ratios, targets, profiles)")
     p.add_argument("--models", default="RN50,ViT-B-16", help="comma-separated open_clip model names")
-    p.add_argument("--batches", type=_ints, default=[64, 128, 256], help="batch sizes, e.g. 64,128,256")
-    p.add_argument("--compile-batch", type=int, default=128,
+    p.add_argument("--batches", type=int_list(1), default=[64, 128, 256], help="batch sizes, e.g. 64,128,256")
+    p.add_argument("--compile-batch", type=positive_int, default=128,
                    help="the batch of the compiled rows, targets and explanations ratios (default 128)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile rows (auto: on for CUDA, off on CPU and with --quick)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="autocast precision of the tower rows (auto: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--iters", type=int, default=10, help="timed iterations per row")
-    p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per row")
-    p.add_argument("--explain-ks", type=_ints, default=[1, 16, 256], help="prompt counts K of explain rows")
+    p.add_argument("--iters", type=positive_int, default=10, help="timed iterations per row")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="warm-up iterations per row")
+    p.add_argument("--explain-ks", type=int_list(1), default=[1, 16, 256], help="prompt counts K of explain rows")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"which parts to run ({', '.join(SECTIONS)})")
-    p.add_argument("--time-budget", type=float, default=0.0,
+    p.add_argument("--time-budget", type=non_negative_float, default=0.0,
                    help="seconds for the whole run: rows that would start too late are skipped (0: none)")
-    p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the end-to-end rows")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="DataLoader workers of the end-to-end rows")
     p.add_argument("--triton", choices=["on", "off"], default="on",
                    help="Triton kernels of the fast path on CUDA (off: the same Functions with torch ops)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="CPU intra-op threads during the run (0: torch's default; --quick uses 1)")
     p.set_defaults(func=run)
 

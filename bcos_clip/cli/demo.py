@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.cli.types import integer, positive_int
 from bcos_clip.runtime.output_paths import check_output_dir
 
 
@@ -28,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smaller world and shorter training (CI runs this)")
     p.add_argument("--arch", default="rn", choices=("rn", "vit"),
                    help="teacher image tower: rn (tiny ModifiedResNet, default) or vit (tiny ViT)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the world, the teacher and the students")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the world, the teacher and the students")
     p.add_argument("--settings", default=None, help="a demo settings YAML (default: the shipped configs/demo.yaml)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     p.set_defaults(func=run, output="demo_out")

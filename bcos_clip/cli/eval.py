@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import torch
 
+from bcos_clip.cli.types import (all_or_positive_int, integer, non_negative_float, non_negative_int, open_fraction,
+                                  positive_float, positive_int)
 from bcos_clip.runtime.output_paths import check_output_dir
 
 
@@ -41,23 +43,23 @@ def add_parser(subparsers: Any) -> None:
     _flag(p, "output", "--out", default="eval_results", help="results folder (one JSON per model/dataset/task)")
     _flag(p, "cache_dir", help="classifier and feature caches (default OUTPUT/cache)")
     _flag(p, "skip_existing", action="store_true", help="keep successful results already in --output")
-    _flag(p, "batch_size", type=int, default=64, help="images per forward")
-    _flag(p, "workers", type=int, default=0, help="DataLoader workers")
+    _flag(p, "batch_size", type=positive_int, default=64, help="images per forward")
+    _flag(p, "workers", type=non_negative_int, default=0, help="DataLoader workers")
     _flag(p, "device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     _flag(p, "precision", default="amp", choices=["fp32", "amp", "amp_bf16"],
           help="amp = fp16 autocast on CUDA, fp32 on CPU")
     _flag(p, "split", default="test", help="evaluation split")
     _flag(p, "train_split", default="train", help="linear-probe training split")
-    _flag(p, "recall_k", type=int, nargs="+", default=[1, 5, 10], help="retrieval recall@k")
-    _flag(p, "fewshot_k", type=int, default=-1, help="linear probe: k training samples per class (-1: all)")
-    _flag(p, "fewshot_lr", "--lr", type=float, default=0.1, help="linear probe learning rate (AdamW)")
-    _flag(p, "fewshot_epochs", "--epochs", type=int, default=20, help="linear probe epochs")
-    _flag(p, "probe_batch_size", type=int, default=512, help="linear probe batch size")
-    _flag(p, "weight_decay", type=float, default=0.0, help="linear probe weight decay without a search")
-    _flag(p, "val_proportion", type=float, default=None,
+    _flag(p, "recall_k", type=positive_int, nargs="+", default=[1, 5, 10], help="retrieval recall@k")
+    _flag(p, "fewshot_k", type=all_or_positive_int, default=-1, help="linear probe: k training samples per class (-1: all)")
+    _flag(p, "fewshot_lr", "--lr", type=positive_float, default=0.1, help="linear probe learning rate (AdamW)")
+    _flag(p, "fewshot_epochs", "--epochs", type=positive_int, default=20, help="linear probe epochs")
+    _flag(p, "probe_batch_size", type=positive_int, default=512, help="linear probe batch size")
+    _flag(p, "weight_decay", type=non_negative_float, default=0.0, help="linear probe weight decay without a search")
+    _flag(p, "val_proportion", type=open_fraction, default=None,
           help="hold out this share of train to search the weight decay over logspace(-6, 2)")
     _flag(p, "val_split", default=None, help="validation split to search the weight decay on")
-    _flag(p, "seed", type=int, default=0, help="few-shot sampling / probe shuffling seed")
+    _flag(p, "seed", type=integer, default=0, help="few-shot sampling / probe shuffling seed")
     _flag(p, "no_save_probe", action="store_true", help="do not save linear-probe heads")
     p.set_defaults(func=run)
 

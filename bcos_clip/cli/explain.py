@@ -14,6 +14,7 @@ import argparse
 import json
 
 from bcos_clip.cli.common import add_output
+from bcos_clip.cli.types import number, smoothing_kernel
 from bcos_clip.runtime.output_paths import check_output_dir
 
 
@@ -28,8 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="prompt templates: 'default' ('a photo of {}.', the default), 'openai' (open_clip's 80 "
                         "ImageNet templates), 'simple', one template with {} or {c}, or a file (one a line)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--smooth", type=int, default=0, help="box-smoothing kernel of the colour alpha (odd; 0 = none)")
-    p.add_argument("--cell", type=int, default=192, help="panel size in pixels of the per-pair PNGs")
+    p.add_argument("--smooth", type=smoothing_kernel, default=0, help="box-smoothing kernel of the colour alpha (odd; 0 = none)")
+    p.add_argument("--cell", type=number(int, 16, 4096), default=192,
+                   help="panel size in pixels of the per-pair PNGs (16..4096)")
     add_output(p, help="folder for the PNGs and scores.json")
     p.set_defaults(func=run)
 

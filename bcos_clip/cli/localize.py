@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.cli.types import integer, non_negative_int, positive_int, probability, smoothing_kernel
 from bcos_clip.runtime.output_paths import check_output_dir
 
 METHOD_NAMES = ("bcos", "gradient", "input_x_gradient", "integrated_gradients", "gradcam")
@@ -35,18 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(p, "dataset-root", required=True, help="the dataset folder, or a template with {dataset} / {dataset_cleaned}")
     _flag(p, "method", default="bcos", choices=METHOD_NAMES,
           help="bcos (B-cos contributions; needs a bcos_clip checkpoint) or a post-hoc baseline")
-    _flag(p, "grid", type=int, default=3, help="n of the n x n grids")
-    _flag(p, "n-grids", type=int, default=100, help="number of grids (the paper: 500)")
-    _flag(p, "seed", type=int, default=0, help="seed of the grid sampling")
+    _flag(p, "grid", type=positive_int, default=3, help="n of the n x n grids")
+    _flag(p, "n-grids", type=positive_int, default=100, help="number of grids (the paper: 500)")
+    _flag(p, "seed", type=integer, default=0, help="seed of the grid sampling")
     _flag(p, "split", default="test", help="dataset split to draw images from")
-    _flag(p, "per-class", type=int, default=8, help="confident images kept per class")
-    _flag(p, "max-images", type=int, default=None, help="stop reading after this many images")
-    _flag(p, "threshold", type=float, default=0.5, help="confidence: softmax(100 cos) of the true class >= this")
-    _flag(p, "smooth", type=int, default=None, help="box-smoothing kernel (odd; default about a quarter of a cell)")
+    _flag(p, "per-class", type=positive_int, default=8, help="confident images kept per class")
+    _flag(p, "max-images", type=positive_int, default=None, help="stop reading after this many images")
+    _flag(p, "threshold", type=probability, default=0.5, help="confidence: softmax(100 cos) of the true class >= this")
+    _flag(p, "smooth", type=smoothing_kernel, default=None, help="box-smoothing kernel (odd; default about a quarter of a cell)")
     _flag(p, "templates", default=None, help="templates: the dataset's own (default), 'default', 'openai', "
           "'simple', one template with {c}, or a file")
-    _flag(p, "batch-size", type=int, default=4, help="grids explained per batch")
-    _flag(p, "examples", type=int, default=4, help="example grids written as PNG")
+    _flag(p, "batch-size", type=positive_int, default=4, help="grids explained per batch")
+    _flag(p, "examples", type=non_negative_int, default=4, help="example grids written as PNG")
     _flag(p, "device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     add_output(p, help="folder for the JSON and PNGs")
     p.set_defaults(func=run)

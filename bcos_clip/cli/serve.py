@@ -14,14 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
+from bcos_clip.cli.types import non_negative_int, port, positive_float, positive_int
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
                    help="a post-hoc baseline to offer on the teacher: gradient, input_x_gradient, "
                         "integrated_gradients, gradcam (repeatable; default: all)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--port", type=port, default=8000, help="port to listen on")
     p.add_argument("--examples", default=None, help="a folder of images offered as examples on the page")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--no-colour", dest="colour", action="store_false",
@@ -47,13 +40,13 @@ def add_parser(subparsers: Any) -> None:
                    help="tensor: build each image's per-pixel contribution tensor once (D Jacobian rows), "
                         "then any prompt is one einsum (small towers, GPUs); prompts: one forward + one "
                         "Jacobian row per new prompt (large towers on a CPU, e.g. RN50 at 224 px)")
-    p.add_argument("--cache-size", type=int, default=16, help="images whose explanation state is cached")
-    p.add_argument("--cache-mb", type=_positive(float), default=2048.0,
+    p.add_argument("--cache-size", type=non_negative_int, default=16, help="images whose explanation state is cached")
+    p.add_argument("--cache-mb", type=positive_float, default=2048.0,
                    help="memory budget of the image cache in MiB")
-    p.add_argument("--max-upload-mb", type=_positive(float), default=10.0, help="largest image upload in MiB")
-    p.add_argument("--max-image-side", type=_positive(int), default=4096,
+    p.add_argument("--max-upload-mb", type=positive_float, default=10.0, help="largest image upload in MiB")
+    p.add_argument("--max-image-side", type=positive_int, default=4096,
                    help="largest image width or height in pixels")
-    p.add_argument("--max-prompts", type=_positive(int), default=16, help="most prompts per request")
+    p.add_argument("--max-prompts", type=positive_int, default=16, help="most prompts per request")
     p.set_defaults(func=run)
 
 

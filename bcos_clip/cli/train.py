@@ -6,23 +6,38 @@ Under ``torchrun --nproc_per_node N -m bcos_clip.cli train ...`` every rank runs
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 from bcos_clip.cli.common import add_model, add_output
+from bcos_clip.cli.types import number
 
 BOOL = argparse.BooleanOptionalAction
+
+
+def _t(name: str):
+    """The argparse type of option ``name``: its kind and range from the training config's own table
+    (``bcos_clip.train.config.BOUNDS``), so flags and YAML configs are held to the same rules."""
+    from bcos_clip.train.config import BOUNDS, Bound, option_kind
+
+    b = BOUNDS.get(name, Bound())
+    return number(option_kind(name), b.low, b.high, b.low_open, b.high_open, name=name)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--train-data", help="shards: '/data/cc3m/{00000..00331}.tar', a folder of tars or of images; "
                                         "several sources joined by '::'")
-    g.add_argument("--train-num-samples", type=int,
+    g.add_argument("--train-num-samples", type=_t("train_num_samples"),
                    help="samples per epoch (default: img2dataset *_stats.json 'successes', else counted)")
     g.add_argument("--dataset-resampled", action=BOOL, help="draw shards with replacement (default: off)")
-    g.add_argument("--shuffle-buffer", type=int, help="sample shuffle buffer per worker (default 1000)")
-    g.add_argument("--folder-chunk-size", type=int, help="images per pseudo-shard of an image folder (1000)")
-    g.add_argument("--crop-scale-min", type=float, help="RandomResizedCrop smallest area fraction (0.08)")
-    g.add_argument("--workers", type=int, help="data workers per rank, clamped to its shard count (default 4)")
+    g.add_argument("--shuffle-buffer", type=_t("shuffle_buffer"),
+                   help="sample shuffle buffer per worker (default 1000)")
+    g.add_argument("--folder-chunk-size", type=_t("folder_chunk_size"),
+                   help="images per pseudo-shard of an image folder (1000)")
+    g.add_argument("--crop-scale-min", type=_t("crop_scale_min"),
+                   help="RandomResizedCrop smallest area fraction (0.08)")
+    g.add_argument("--workers", type=_t("workers"),
+                   help="data workers per rank, clamped to its shard count (default 4)")
 
 
 def _loss_flags(p: argparse.ArgumentParser) -> None:
@@ -30,10 +45,11 @@ def _loss_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=["text_kd", "siglip", "cosine"],
                    help="text_kd (default): KL of cosine rows over frozen text embeddings; siglip: the "
                         "paper's loss; cosine: 1 - cos to the teacher's image embedding")
-    g.add_argument("--temperature", type=float, help="text_kd softmax temperature (0.01)")
-    g.add_argument("--caption-weight", type=float, help="text_kd: weight of 1 - cos to the own caption (0)")
-    g.add_argument("--siglip-scale", type=float, help="siglip logit scale (10)")
-    g.add_argument("--siglip-bias", type=float, help="siglip logit bias (-10)")
+    g.add_argument("--temperature", type=_t("temperature"), help="text_kd softmax temperature (0.01)")
+    g.add_argument("--caption-weight", type=_t("caption_weight"),
+                   help="text_kd: weight of 1 - cos to the own caption (0)")
+    g.add_argument("--siglip-scale", type=_t("siglip_scale"), help="siglip logit scale (10)")
+    g.add_argument("--siglip-bias", type=_t("siglip_bias"), help="siglip logit bias (-10)")
     g.add_argument("--text-source", choices=["auto", "captions", "classnames"],
                    help="text_kd targets: the batch's captions or class prompts (auto: captions if the "
                         "shards carry .txt)")
@@ -44,37 +60,40 @@ def _loss_flags(p: argparse.ArgumentParser) -> None:
 
 def _optim_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, help="images per rank per step (64)")
+    g.add_argument("--batch-size", type=_t("batch_size"), help="images per rank per step (64)")
     length = g.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="epochs (an epoch = the sample count / global batch)")
-    length.add_argument("--steps", type=int, help="optimiser steps (instead of --epochs)")
-    g.add_argument("--accum-freq", type=int, help="gradient accumulation: batches per optimiser step (1)")
+    length.add_argument("--epochs", type=_t("epochs"), help="epochs (an epoch = the sample count / global batch)")
+    length.add_argument("--steps", type=_t("steps"), help="optimiser steps (instead of --epochs)")
+    g.add_argument("--accum-freq", type=_t("accum_freq"),
+                   help="gradient accumulation: batches per optimiser step (1)")
     g.add_argument("--optimizer", choices=["adam", "adamw"], help="adam (default, the paper's) or adamw")
-    g.add_argument("--lr", type=float, help="peak learning rate (1e-4)")
-    g.add_argument("--wd", type=float, help="weight decay (0)")
-    g.add_argument("--beta1", type=float, help="Adam beta1 (0.9)")
-    g.add_argument("--beta2", type=float, help="Adam beta2 (0.999)")
-    g.add_argument("--eps", type=float, help="Adam epsilon (1e-8)")
+    g.add_argument("--lr", type=_t("lr"), help="peak learning rate (1e-4)")
+    g.add_argument("--wd", type=_t("wd"), help="weight decay (0)")
+    g.add_argument("--beta1", type=_t("beta1"), help="Adam beta1 (0.9)")
+    g.add_argument("--beta2", type=_t("beta2"), help="Adam beta2 (0.999)")
+    g.add_argument("--eps", type=_t("eps"), help="Adam epsilon (1e-8)")
     g.add_argument("--lr-scheduler", choices=["cosine", "const"], help="schedule after warm-up (cosine)")
-    g.add_argument("--warmup", type=int, help="linear warm-up steps (0)")
-    g.add_argument("--agc-clip", type=float, help="adaptive gradient clipping factor, unit-wise (0.01; 0 = off)")
-    g.add_argument("--agc-eps", type=float, help="adaptive gradient clipping epsilon (1e-3)")
-    g.add_argument("--grad-clip-norm", type=float, help="also clip the global gradient norm to this")
+    g.add_argument("--warmup", type=_t("warmup"), help="linear warm-up steps (0)")
+    g.add_argument("--agc-clip", type=_t("agc_clip"),
+                   help="adaptive gradient clipping factor, unit-wise (0.01; 0 = off)")
+    g.add_argument("--agc-eps", type=_t("agc_eps"), help="adaptive gradient clipping epsilon (1e-3)")
+    g.add_argument("--grad-clip-norm", type=_t("grad_clip_norm"), help="also clip the global gradient norm to this")
     g.add_argument("--precision", choices=["fp32", "amp", "amp_bf16", "bf16"],
                    help="amp (default; fp32 on CPU), amp_bf16, bf16 (pure bf16 weights) or fp32")
     g.add_argument("--torchcompile", action=BOOL, help="torch.compile the student tower")
-    g.add_argument("--max-bad-steps", type=int, help="stop after this many skipped steps (20)")
-    g.add_argument("--bcos-b", type=float, help="B of the B-cosified layers (2)")
+    g.add_argument("--max-bad-steps", type=_t("max_bad_steps"), help="stop after this many skipped steps (20)")
+    g.add_argument("--bcos-b", type=_t("bcos_b"), help="B of the B-cosified layers (2)")
     g.add_argument("--bcos-bias", action=BOOL, help="keep biases in the B-cosified tower (default: off)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--config", help="YAML run config (configs/cc3m_rn50.yaml, ...); flags override it")
-    g.add_argument("--seed", type=int, help="seed of data order, augmentation and initialisation (0)")
+    g.add_argument("--seed", type=_t("seed"), help="seed of data order, augmentation and initialisation (0)")
     g.add_argument("--device", help="auto (default), cpu, cuda")
-    g.add_argument("--save-every", type=int, help="checkpoint every N steps (1000) and at the end")
-    g.add_argument("--keep-checkpoints", type=int, help="keep only the newest N step checkpoints (0 = all)")
+    g.add_argument("--save-every", type=_t("save_every"), help="checkpoint every N steps (1000) and at the end")
+    g.add_argument("--keep-checkpoints", type=_t("keep_checkpoints"),
+                   help="keep only the newest N step checkpoints (0 = all)")
     g.add_argument("--resume", help="'latest': continue OUTPUT's run from OUTPUT/checkpoints/latest; a new or empty "
                                     "OUTPUT (or the same settings stopped before their first checkpoint) starts "
                                     "fresh, a broken 'latest' link is an error. Or a checkpoint dir (step_N)")
@@ -82,11 +101,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    help="OUTPUT holds an earlier run: remove its files (checkpoints/, metrics.jsonl, "
                         "train_config.json, summary.json, tensorboard/; nothing else) and start anew. Without it "
                         "(or --resume) such a folder is refused")
-    g.add_argument("--log-every", type=int, help="write metrics.jsonl every N steps (10)")
+    g.add_argument("--log-every", type=_t("log_every"), help="write metrics.jsonl every N steps (10)")
     g.add_argument("--report-to", choices=["", "tensorboard"], help="also log to TensorBoard")
     g.add_argument("--zeroshot-data", help="a small held-out CLIP_benchmark wds/ folder for a zero-shot check")
-    g.add_argument("--zeroshot-every", type=int, help="run the zero-shot check every N steps (0 = never)")
-    g.add_argument("--zeroshot-samples", type=int, help="images of the zero-shot check (1000)")
+    g.add_argument("--zeroshot-every", type=_t("zeroshot_every"),
+                   help="run the zero-shot check every N steps (0 = never)")
+    g.add_argument("--zeroshot-samples", type=_t("zeroshot_samples"), help="images of the zero-shot check (1000)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -114,4 +134,10 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if summary["rank"] == 0:
         print(f"trained {summary['steps']} steps; checkpoint {summary['checkpoint']}")
+        bad = Counter()
+        for rank in summary["ranks"]:
+            bad.update({k: v for k, v in rank["counters"].items() if k.startswith("bad_data_")})
+        if bad:
+            counts = ", ".join(f"{k[len('bad_data_'):]}={v}" for k, v in sorted(bad.items()))
+            print(f"bad samples (skipped, or without a caption): {counts}")
     return 0

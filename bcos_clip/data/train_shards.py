@@ -294,7 +294,13 @@ def raw_samples_once(shardset: ShardSet, bad: BadDataCounter) -> Iterator[Dict[s
 
 
 def first_sample_fields(shardset: ShardSet) -> List[str]:
-    """The extensions of the first readable sample (to tell caption shards from class shards)."""
-    for sample in raw_samples_once(shardset, BadDataCounter(max_logged=0)):
+    """The extensions of the first readable sample (to tell caption shards from class shards).
+
+    Raises:
+        ValueError: no shard holds a readable sample.
+    """
+    bad = BadDataCounter(max_logged=0)
+    for sample in raw_samples_once(shardset, bad):
         return sorted(k for k in sample if not k.startswith("__"))
-    return []
+    raise ValueError(f"--train-data: no readable sample in any of its {len(shardset.shards)} shard(s) "
+                     f"(bad data: {dict(bad.counts) or 'none, the shards are empty'})")

@@ -94,7 +94,10 @@ def build_report(results_dir: Path, out_dir: Path, models: Optional[Sequence[str
     group_means.png into ``out_dir``. ``models`` (labels) fixes the column order (first = reference)."""
     records = read_results(Path(results_dir))
     if not records:
-        raise FileNotFoundError(f"{results_dir}: no result JSON files")
+        others = sorted(Path(results_dir).rglob("*.json"))
+        seen = f" ({len(others)} other JSON file(s), e.g. {others[0].name}: unreadable or not eval results)" if others \
+            else ""
+        raise FileNotFoundError(f"{results_dir}: no result JSON files of bcos-clip eval{seen}")
     tables = build_tables(records, load_groups() if groups is None else groups, models)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

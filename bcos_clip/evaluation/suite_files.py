@@ -68,32 +68,73 @@ def read_resource_text(name: str, default_dir: str = "suites", suffix: str = ".y
     raise FileNotFoundError(f"suite/table {name!r} not found as a file or in {PACKAGE} (tried {rels})")
 
 
-def _entries(item: Dict[str, Any], default_tasks: Sequence[str], where: str) -> List[SuiteEntry]:
-    if not isinstance(item, dict) or "name" not in item:
-        raise ValueError(f"{where}: each datasets entry needs a 'name' (got {item!r})")
-    tasks = item.get("tasks", item.get("task", default_tasks))
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+SUITE_KEYS = ("name", "dataset_root", "tasks", "models", "datasets")
+ENTRY_KEYS = ("name", "group", "tasks", "task", "dataset_root")
+MODEL_KEYS = ("model", "pretrained", "label")
+
+
+def _mapping(item: Any, keys: Sequence[str], what: str, where: str) -> Dict[str, Any]:
+    """``item`` as a mapping with only ``keys`` (unknown keys named), else ValueError naming ``where``."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: {what} must be a mapping, got {item!r}")
+    unknown = sorted(str(k) for k in set(item) - set(keys))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} in {what} "
+                         f"(known: {', '.join(keys)})")
+    return item
+
+
+def _optional_str(item: Dict[str, Any], key: str, where: str) -> Optional[str]:
+    value = item.get(key)
+    if value is not None and not isinstance(value, (str, int, float)):
+        raise ValueError(f"{where}: {key!r} must be a string, got {value!r}")
+    return None if value is None else str(value)
+
+
+def _tasks(value: Any, name: str, where: str) -> List[str]:
+    tasks = [value] if isinstance(value, str) else value
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"{where}: tasks of {name!r} must be a task name or a list of them, got {value!r}")
     if not tasks:
-        raise ValueError(f"{where}: dataset {item['name']!r} has no tasks")
+        raise ValueError(f"{where}: dataset {name!r} has no tasks")
     bad = [t for t in tasks if t.replace("-", "_") not in TASK_NAMES]
     if bad:
-        raise ValueError(f"{where}: dataset {item['name']!r}: unknown task(s) {bad} "
-                         f"(choose from {', '.join(TASK_NAMES)})")
-    return [SuiteEntry(str(item["name"]), t.replace("-", "_"), item.get("group"), item.get("dataset_root"))
-            for t in tasks]
+        raise ValueError(f"{where}: dataset {name!r}: unknown task(s) {bad} (choose from {', '.join(TASK_NAMES)})")
+    return [t.replace("-", "_") for t in tasks]
+
+
+def _entries(item: Any, default_tasks: Any, where: str) -> List[SuiteEntry]:
+    if not isinstance(item, dict) or "name" not in item:
+        raise ValueError(f"{where}: each datasets entry needs a 'name' (got {item!r})")
+    item = _mapping(item, ENTRY_KEYS, "a datasets entry", where)
+    name = str(item["name"])
+    tasks = _tasks(item.get("tasks", item.get("task", default_tasks)), name, where)
+    group, root = _optional_str(item, "group", where), _optional_str(item, "dataset_root", where)
+    return [SuiteEntry(name, t, group, root) for t in tasks]
+
+
+def _model(item: Any, where: str) -> ModelSpec:
+    item = _mapping(item, MODEL_KEYS, "a models entry", where)
+    if "model" not in item:
+        raise ValueError(f"{where}: each models entry needs a 'model' (got {item!r})")
+    return ModelSpec(str(item["model"]), _optional_str(item, "pretrained", where), _optional_str(item, "label", where))
 
 
 def load_suite(name: str) -> Suite:
-    """Parse a suite YAML (see the module docstring)."""
+    """Parse a suite YAML (see the module docstring); a malformed file raises naming it and the key."""
     text, where = read_resource_text(name)
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
+    stream = io.StringIO(text)
+    stream.name = where  # YAML syntax errors name the file
+    data = _mapping(yaml.safe_load(stream) or {}, SUITE_KEYS, "the suite", where)
+    if not isinstance(data.get("datasets"), list):
         raise ValueError(f"{where}: a suite needs a 'datasets' list")
     default_tasks = data.get("tasks", ["zeroshot_classification"])
     entries = [e for item in data["datasets"] for e in _entries(item, default_tasks, where)]
-    models = tuple(ModelSpec(str(m["model"]), m.get("pretrained"), m.get("label"))
-                   for m in data.get("models") or [])
-    return Suite(str(data.get("name", Path(where).stem)), tuple(entries), models, data.get("dataset_root"))
+    models = data.get("models") or []
+    if not isinstance(models, list):
+        raise ValueError(f"{where}: 'models' must be a list of mappings, got {models!r}")
+    return Suite(str(data.get("name", Path(where).stem)), tuple(entries), tuple(_model(m, where) for m in models),
+                 _optional_str(data, "dataset_root", where))
 
 
 def load_groups(table: str = "dataset_type.csv") -> Dict[str, str]:

@@ -7,6 +7,7 @@ the prompt and cosine), `sheet.png` (images x prompts, colour explanations), `sh
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -39,19 +40,24 @@ class ExplainFilesConfig:
 
 
 def load_images(paths: Sequence[str], preprocess: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
-    """Image files -> (N, 3, H, W) in [0, 1] through `preprocess`; a missing or unreadable file raises
-    an error naming it."""
+    """Image files -> (N, 3, H, W) in [0, 1] through `preprocess`; a missing, unreadable, truncated or
+    oversized (decompression-bomb) file raises an error naming it."""
     if not paths:
         raise ValueError("no images given (--image)")
     out = []
     for p in paths:
         path = Path(p)
         if not path.is_file():
-            raise FileNotFoundError(f"image {path}: no such file")
+            why = "a directory, not an image file" if path.is_dir() else "no such file"
+            raise FileNotFoundError(f"image {path}: {why}")
         try:
-            with Image.open(path) as img:
-                out.append(preprocess(img.convert("RGB")))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    out.append(preprocess(img.convert("RGB")))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ValueError(f"image {path}: too many pixels for Pillow's decompression-bomb guard ({exc})") from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ValueError(f"image {path}: cannot read it as an image ({type(exc).__name__}: {exc})") from exc
     return torch.stack(out)
 

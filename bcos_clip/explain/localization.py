@@ -110,6 +110,10 @@ def run_localization(cfg: LocalizeConfig) -> dict:
     class_text = prompt_embeddings(model, bench.classnames, templates, device)
     pool = collect_confident(model, bench.torch_dataset(cfg.split, model.preprocess), class_text,
                              cfg.per_class, cfg.max_images, cfg.threshold)
+    if len(pool) < cfg.grid ** 2:
+        raise ValueError(f"{bench.name}: {len(pool)} class(es) have correctly and confidently classified images "
+                         f"(softmax(100 cos) >= --threshold {cfg.threshold}); a {cfg.grid}x{cfg.grid} grid needs "
+                         f"{cfg.grid ** 2}: lower --threshold or --grid, or read more images")
     result = grid_pointing_game(model, pool, bench.classnames, templates, grid=cfg.grid, n_grids=cfg.n_grids,
                                 seed=cfg.seed, method=cfg.method, smooth=cfg.smooth, threshold=cfg.threshold,
                                 batch_size=cfg.batch_size, n_examples=cfg.n_examples)

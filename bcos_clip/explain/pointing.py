@@ -182,6 +182,8 @@ def grid_pointing_game(model: torch.nn.Module, images_by_class: Mapping[int, tor
     class names (targets: their prompt embeddings, templates averaged) or a (C, D) tensor of class
     embeddings; method: a key of ATTRIBUTIONS ("bcos" for a BcosCLIP, or a post-hoc baseline).
     """
+    if grid < 1 or n_grids < 1:
+        raise ValueError(f"grid and n_grids must be >= 1, got {grid} and {n_grids}")
     pool, labels = _pool(images_by_class)
     given = isinstance(classnames, torch.Tensor)
     prompts = classnames if given else list(classnames)

@@ -87,12 +87,20 @@ def read_config(directory: PathLike) -> Dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"not a bcos_clip checkpoint: {path} is missing")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
     if config.get("model_type") == "clip":
         raise ValueError(f"{directory} is a transformers CLIP folder, not a bcos_clip checkpoint: load it with "
                          "bcos_clip.load_clip (or --model) and B-cosify it")
     if config.get("format") != FORMAT:
         raise ValueError(f"{path}: 'format' is {config.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in ("model_cfg", "source", "preprocess_cfg", "bcosify") if not isinstance(config.get(k), dict)]
+    if missing:
+        raise ValueError(f"{path}: missing or malformed {', '.join(missing)}")
     return config
 
 
@@ -109,9 +117,9 @@ def read_model_weights(path: Path, map_location: Union[str, torch.device] = "cpu
     return {k: v for k, v in read_safetensors(path, map_location).items() if k not in LEGACY_KEYS}
 
 
-def build_from_config(config: Dict[str, Any]) -> BcosCLIP:
-    """The (randomly initialised) BcosCLIP a config describes."""
-    clip = instantiate(config["model_cfg"])
+def build_from_config(config: Dict[str, Any], where: str = CONFIG_NAME) -> BcosCLIP:
+    """The (randomly initialised) BcosCLIP a config describes (``where``: its file, named in errors)."""
+    clip = instantiate(config["model_cfg"], f"{where}: model_cfg")
     setattr(clip, SOURCE_ATTR, {**config["source"], "model_cfg": config["model_cfg"],
                                 "preprocess_cfg": config["preprocess_cfg"]})
     return bcosify(clip, spec=BcosifySpec.from_dict(config["bcosify"]))
@@ -132,7 +140,7 @@ def load(directory: PathLike, map_location: Union[str, torch.device] = "cpu", al
         raise OutsideFolderError(f"checkpoint {d}: config.json names the text model {hub_model!r} on the hub; it is "
                                  "fetched only when you ask: bcos_clip.load(..., allow_hub=True)")
     config["model_cfg"] = resolve_bundled_tokenizer(config["model_cfg"], d, config.get("tokenizer", {}), allow_hub)
-    model = build_from_config(config)
+    model = build_from_config(config, str(d / CONFIG_NAME))
     load_weights_strict(model, read_model_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
     model.checkpoint_config = config
     model.checkpoint_dir = str(d)  # how messages name the model

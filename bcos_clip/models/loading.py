@@ -7,16 +7,19 @@ clear error) or a local file, and records its provenance on the model (`model.bc
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import open_clip
 import torch
 from open_clip.factory import load_state_dict
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from torch import nn
 
@@ -45,6 +48,9 @@ def _read_json_config(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"load_clip: cannot read model config {path}: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"load_clip: {path} is not an open_clip model config (a JSON object): "
+                         f"it holds a {type(cfg).__name__}")
     if "model_cfg" in cfg:  # open_clip hub format (open_clip_config.json)
         return cfg["model_cfg"], cfg.get("preprocess_cfg", {})
     if "vision_cfg" not in cfg or "text_cfg" not in cfg:
@@ -74,14 +80,41 @@ def resolve_config(name: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return cfg, {}
 
 
-def instantiate(model_cfg: Dict[str, Any]) -> nn.Module:
-    """Build an open_clip CLIP / CustomTextCLIP from a config dict (random weights)."""
+def check_model_config(model_cfg: Any, where: str) -> None:
+    """Refuse a config open_clip would choke on with a TypeError: not an object, or unknown keys at the top
+    level or in ``vision_cfg`` / ``text_cfg`` (named, with ``where``: the file or model name)."""
+    if not isinstance(model_cfg, dict):
+        raise ValueError(f"{where}: a model config must be an object, got {type(model_cfg).__name__}")
+    if "multimodal_cfg" in model_cfg:
+        raise ValueError(f"{where}: CoCa models are not supported")
+    known = set(inspect.signature(open_clip.CLIP.__init__).parameters) - {"self"} | {"custom_text"}
+    parts = [("", model_cfg, known)]
+    for sub, cls in (("vision_cfg", CLIPVisionCfg), ("text_cfg", CLIPTextCfg)):
+        value = model_cfg.get(sub, {})
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: {sub} must be an object, got {value!r}")
+        parts.append((sub + " ", value, {f.name for f in fields(cls)}))
+    for label, part, names in parts:
+        unknown = sorted(set(part) - names)
+        if unknown:
+            close = [m for k in unknown for m in difflib.get_close_matches(str(k), names, n=1)]
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"{len(names)} keys are known"
+            raise ValueError(f"{where}: unknown {label}key(s) {', '.join(map(repr, unknown))} in the model config "
+                             f"({hint})")
+
+
+def instantiate(model_cfg: Dict[str, Any], where: str = "model config") -> nn.Module:
+    """Build an open_clip CLIP / CustomTextCLIP from a config dict (random weights). ``where`` names the
+    config (its file) in errors: unknown keys, and values open_clip cannot build a model from."""
+    check_model_config(model_cfg, where)
     cfg = copy.deepcopy(model_cfg)
     custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
-    if "multimodal_cfg" in cfg:
-        raise ValueError("load_clip: CoCa models are not supported")
     cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
-    return cls(**cfg)
+    try:
+        return cls(**cfg)
+    except (TypeError, ValueError, KeyError) as exc:  # a value of the wrong type or shape in the config
+        raise ValueError(f"{where}: open_clip cannot build a model from this config "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
 def make_tokenizer(model_cfg: Dict[str, Any]) -> Callable:
@@ -163,7 +196,7 @@ def load_clip(name: str, pretrained: Optional[str] = None,
     checkpoint = None
     if pretrained:
         checkpoint, pp = _pretrained_checkpoint(name, str(pretrained), model_cfg, pp)
-    model = instantiate(model_cfg)
+    model = instantiate(model_cfg, f"load_clip: model config {name}")
     if hf_dir:
         load_weights_strict(model, hf_clip.open_clip_state_dict(name, model_cfg),
                             f"load_clip: the transformers CLIP weights in {name}")

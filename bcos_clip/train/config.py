@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -83,29 +84,18 @@ class TrainConfig:
     zeroshot_samples: int = 1000
 
     def __post_init__(self) -> None:
+        for name in FIELDS:
+            object.__setattr__(self, name, check_option(name, getattr(self, name)))
         _choice("loss", self.loss, tuple(LOSSES))
         _choice("precision", self.precision, PRECISIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr-scheduler", self.lr_scheduler, SCHEDULES)
         _choice("text-source", self.text_source, TEXT_SOURCES)
         _choice("report-to", self.report_to, REPORTERS)
-        for name in ("batch_size", "accum_freq", "save_every", "log_every", "shuffle_buffer",
-                     "folder_chunk_size", "max_bad_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "warmup", "zeroshot_every", "keep_checkpoints", "wd", "caption_weight", "agc_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.resume and self.overwrite:
             raise ValueError("give --resume (continue a run) or --overwrite (replace it), not both")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of --epochs N and --steps N")
-        if (self.epochs or self.steps or 0) < 1:
-            raise ValueError("--epochs / --steps must be >= 1")
-        if not self.lr > 0 or not self.temperature > 0:
-            raise ValueError(f"--lr and --temperature must be > 0 (got {self.lr}, {self.temperature})")
-        if not 0 < self.crop_scale_min <= 1:
-            raise ValueError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
 
     def loss_params(self) -> LossParams:
         return LossParams(temperature=self.temperature, caption_weight=self.caption_weight,
@@ -126,6 +116,69 @@ def _choice(flag: str, value: str, choices: tuple) -> None:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+REQUIRED = ("model", "train_data", "output")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric option: ``low`` / ``high`` (None: unbounded), open ends if asked."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: float) -> Optional[str]:
+        """Why ``value`` is outside (``"must be > 0"``), or None."""
+        low_bad = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        high_bad = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if not (low_bad or high_bad):
+            return None
+        if self.high is None:
+            return f"must be {'>' if self.low_open else '>='} {self.low:g}"
+        return (f"must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_1 = Bound(0.0, low_open=True), Bound(0.0), Bound(1.0)
+BOUNDS: Dict[str, Bound] = {
+    **dict.fromkeys(("batch_size", "accum_freq", "save_every", "log_every", "shuffle_buffer", "folder_chunk_size",
+                     "max_bad_steps", "epochs", "steps", "train_num_samples", "zeroshot_samples", "bcos_b"),
+                    _AT_LEAST_1),
+    **dict.fromkeys(("workers", "warmup", "zeroshot_every", "keep_checkpoints", "wd", "caption_weight",
+                     "agc_clip"), _NON_NEGATIVE),
+    **dict.fromkeys(("lr", "temperature", "eps", "agc_eps", "grad_clip_norm", "siglip_scale"), _POSITIVE),
+    "beta1": Bound(0.0, 1.0, high_open=True), "beta2": Bound(0.0, 1.0, high_open=True),
+    "crop_scale_min": Bound(0.0, 1.0, low_open=True),
+}
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def option_kind(name: str) -> type:
+    """int, float, bool or str: the type of option ``name`` (Optional stripped)."""
+    text = str(FIELDS[name].type)
+    return _KINDS[text[len("Optional["):-1] if text.startswith("Optional[") else text]
+
+
+def check_option(name: str, value: Any) -> Any:
+    """``value`` checked against the type and range of option ``name`` (an int for a float option becomes a
+    float). Raises ValueError naming the key and its flag: ``lr (--lr): expected a number, got 'abc'``."""
+    if value is None and (FIELDS[name].default is None or name in REQUIRED):
+        return value
+    kind = option_kind(name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+    why = None
+    if type(value) is not kind:
+        why = f"expected {wanted}"
+    elif kind is float and not math.isfinite(value):
+        why = "expected a finite number"
+    elif name in BOUNDS:
+        why = BOUNDS[name].problem(value)
+    if why:
+        raise ValueError(f"{name} (--{name.replace('_', '-')}): {why}, got {value!r}")
+    return value
 
 
 def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
@@ -136,7 +189,7 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
         if name == "out":
             name = "output"
         if name not in FIELDS:
-            raise KeyError(f"{where}: unknown training option {key!r}")
+            raise KeyError(f"{where}: unknown training option {key!r} (bcos-clip train --help lists them)")
         out[name] = value
     return out
 
@@ -147,11 +200,18 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--config: {path} not found")
-    data = load_yaml(p.read_text()) or {}
+        raise FileNotFoundError(f"--config {path}: {'a directory, not a file' if p.is_dir() else 'not found'}")
+    data = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of options at the top level")
-    return normalise_keys(data, f"--config {path}")
+    return _checked(normalise_keys(data, f"--config {path}"), f"--config {path}")
+
+
+def _checked(values: Dict[str, Any], where: str) -> Dict[str, Any]:
+    try:
+        return {k: check_option(k, v) for k, v in values.items()}
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> TrainConfig:
@@ -166,7 +226,7 @@ def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> T
     if "steps" in flags and flags["steps"] is not None:
         values.pop("epochs", None)
     values.update(flags)
-    missing = [n for n in ("model", "train_data", "output") if values.get(n) in (None, "")]
+    missing = [n for n in REQUIRED if values.get(n) in (None, "")]
     if missing:
         raise ValueError("missing required option(s): " + ", ".join("--" + m.replace("_", "-") for m in missing))
     return TrainConfig(**values)
@@ -174,5 +234,14 @@ def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> T
 
 def load_config_json(path: Path) -> TrainConfig:
     """Read a ``train_config.json`` written by :meth:`TrainConfig.save_json`."""
-    data = json.loads(Path(path).read_text())
-    return TrainConfig(**normalise_keys(data, str(path)))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of training options")
+    values = _checked(normalise_keys(data, str(path)), str(path))
+    missing = [n for n in REQUIRED if n not in values]
+    if missing:
+        raise ValueError(f"{path}: missing option(s) {', '.join(missing)}")
+    return TrainConfig(**values)

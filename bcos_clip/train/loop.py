@@ -57,6 +57,7 @@ class Trainer:
         self.window = {"loss": 0.0, "n": 0, "images": 0, "t": time.perf_counter()}
         self.grad_norm = float("nan")
         self.bar = None
+        self.used_images = 0  # images of steps that computed a loss, in this session
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
@@ -108,6 +109,7 @@ class Trainer:
                 continue
             self._backward(loss / len(group), sync=i == len(group) - 1)
             losses.append(loss.detach())
+            self.used_images += int(images.shape[0])
         if reason:
             return self._skip(reason)
         return self._optimizer_step(torch.stack(losses).mean())
@@ -173,6 +175,13 @@ class Trainer:
     def _account(self, batch: Dict[str, Any]) -> None:
         for kind, n in batch["bad"].items():
             self.counters[f"bad_data_{kind}"] += n
+        if self.s.task.needs_text and self.s.task.text_targets.mode == "captions":
+            missing = sum(c is None for c in batch["captions"])
+            if missing:
+                if not self.counters["bad_data_no_caption"]:
+                    log.warning("samples without a caption (.txt): distilled without an own caption; "
+                                "counted as bad_data_no_caption")
+                self.counters["bad_data_no_caption"] += missing
         self.shards_seen.update(batch["urls"])
         self.window["images"] += int(batch["images"].shape[0])
 
@@ -222,7 +231,14 @@ class Trainer:
             raise error
         barrier(self.s.info)
 
+    def _require_usable_data(self) -> None:
+        """Stop (writing no checkpoint) when no step of this session trained on a single sample."""
+        if self.used_images == 0:
+            raise RuntimeError(f"no usable training sample in {self.s.step} step(s) ({self._skip_counts()}); "
+                               f"nothing saved: check --train-data {self.s.cfg.train_data}")
+
     def _save(self) -> None:
+        self._require_usable_data()
         s = self.s
         if s.info.is_main:
             state = {"optimizer": s.optimizer.state_dict(),

@@ -6,8 +6,9 @@ safe loader (the standard recipe; nothing else about parsing changes).
 """
 from __future__ import annotations
 
+import io
 import re
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -27,6 +28,11 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_yaml(text: str) -> Any:
-    """Parse YAML text like ``yaml.safe_load``, with ``5e-4`` read as the float 0.0005."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+def load_yaml(text: str, name: Optional[str] = None) -> Any:
+    """Parse YAML text like ``yaml.safe_load``, with ``5e-4`` read as the float 0.0005. ``name`` (the file
+    the text came from) is what a syntax error's position names."""
+    stream: Any = text
+    if name is not None:
+        stream = io.StringIO(text)
+        stream.name = name
+    return yaml.load(stream, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
