@@ -21,7 +21,7 @@ from torch import nn
 from bcos_clip import nn as bnn
 from bcos_clip.apps.bench_reference import to_reference
 from bcos_clip.apps.bench_timing import GIB, Row, measure, throughput, timed_once
-from bcos_clip.models import BcosCLIP, bcosify, load_clip
+from bcos_clip.models import BcosCLIP, bcosify, load_clip, recalibrate_batchnorm
 from bcos_clip.nn import fused
 from bcos_clip.nn.fold import fold_batchnorms
 
@@ -65,6 +65,9 @@ def build_modelset(name: str, device: torch.device, quick: bool) -> ModelSet:
     clip = clip.to(device)
     bcos = bcosify(clip, b=2.0, bias=False).to(device)
     is_rn = not hasattr(clip.visual, "transformer")
+    if is_rn:  # random weights: the plain BN statistics would zero the B = 2 embedding (explain / zero-shot rows)
+        noise = torch.rand(4, 3, bcos.image_size, bcos.image_size, generator=torch.Generator().manual_seed(0))
+        recalibrate_batchnorm(bcos, noise.to(device), batch_size=4)
     ms = ModelSet(name, clip, bcos, device, channels_last=is_rn, tokenizer=tokenizer)
     fmt = torch.channels_last if is_rn else torch.contiguous_format
     ms.towers["plain"] = clip.visual.to(memory_format=fmt)
