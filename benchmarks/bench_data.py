@@ -2,7 +2,7 @@
 
 The model is switched off: this is the rate at which DataLoader workers can feed any GPU, per worker
 count and source image size, measured on synthetic img2dataset-like shards (smooth random JPEGs +
-captions, written by ``bcos_clip.apps.bench_e2e.write_shards``). With the model switched on, see the
+captions, written by ``bcos_clip.apps.bench.e2e.write_shards``). With the model switched on, see the
 ``e2e`` rows of ``bcos-clip bench`` (GPU).
 
     python benchmarks/bench_data.py                           # workers 0,1,2; sources 256 and 384 px
@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bcos_clip.apps.bench_e2e import write_shards
-from bcos_clip.data.shard_sources import expand_train_spec
-from bcos_clip.data.train_shards import StreamSpec, make_epoch_loader
-from bcos_clip.data.transforms import CropSpec
+from bcos_clip.apps.bench.e2e import write_shards
+from bcos_clip.data.stream.sources import expand_train_spec
+from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
+from bcos_clip.data.stream.transforms import CropSpec
 
 
 def rate(spec: str, crop: int, batch: int, batches: int, workers: int) -> float:

@@ -90,7 +90,7 @@ def main() -> None:
         args.model = str(Path(__file__).resolve().parents[1] / "configs" / "tiny_rn.json")
         args.n, args.batch_size, args.workers, args.device = 128, 32, 1, "cpu"
 
-    from bcos_clip.evaluation.datasets import open_dataset
+    from bcos_clip.data.readers.registry import open_dataset
     from bcos_clip.evaluation.features import LoaderSettings, make_loader
     from bcos_clip.evaluation.zeroshot import zeroshot_classification
 

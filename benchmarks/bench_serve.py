@@ -91,7 +91,7 @@ def run(model_dir: str, n_images: int, n_further: int, device: str, strategy: st
     import bcos_clip
     from fastapi.testclient import TestClient
 
-    from bcos_clip.apps.serve import ServeConfig, build_app
+    from bcos_clip.apps.serve.server import ServeConfig, build_app
 
     config = ServeConfig(model=model_dir, device=device, cache_entries=n_images + 1, strategy=strategy)
     app = build_app(config)

@@ -61,7 +61,7 @@ def rate(fn: Callable[[], None], images: int, device: torch.device, warmup: int,
 def build(name: str, device: torch.device, precision_name: str):
     from bcos_clip.models import PlainCLIP, bcosify, load_clip
     from bcos_clip.train.losses import LossParams
-    from bcos_clip.train.precision import resolve_precision
+    from bcos_clip.runtime.precision import resolve_precision
     from bcos_clip.train.task import DistillTask, prepare_devices
 
     base, overrides = TINY.get(name, (name, {}))
@@ -140,9 +140,9 @@ def write_shards(root: Path, n: int, size: int, per_shard: int = 128) -> str:
 
 
 def bench_data(args, crop: int) -> float:
-    from bcos_clip.data.shard_sources import expand_train_spec
-    from bcos_clip.data.train_shards import StreamSpec, make_epoch_loader
-    from bcos_clip.data.transforms import CropSpec
+    from bcos_clip.data.stream.sources import expand_train_spec
+    from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
+    from bcos_clip.data.stream.transforms import CropSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         shardset = expand_train_spec(write_shards(Path(tmp), args.data_images, args.data_image_size))

@@ -31,7 +31,7 @@ def test_bench_quick_writes_rows_targets_and_table(tmp_path, capsys):
 
 
 def test_bench_rejects_bad_flags():
-    from bcos_clip.apps.bench import BenchConfig
+    from bcos_clip.apps.bench.run import BenchConfig
 
     with pytest.raises(ValueError, match="unknown sections"):
         BenchConfig(sections=("train", "nope"))

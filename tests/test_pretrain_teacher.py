@@ -10,9 +10,9 @@ import torch
 import webdataset as wds
 
 from bcos_clip import load_clip
-from bcos_clip.data.shapes_writer import WorldPaths, build_world
+from bcos_clip.data.shapes.writer import WorldPaths, build_world
 from bcos_clip.models import PlainCLIP, encode_prompts
-from bcos_clip.train.pretrain_teacher import config_path, contrastive_loss, pretrain_teacher
+from bcos_clip.apps.demo.teacher import config_path, contrastive_loss, pretrain_teacher
 
 
 def zero_shot_accuracy(model: PlainCLIP, folder: Path, split: str = "test") -> float:

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 
 
 def test_flags_become_a_config(monkeypatch, tmp_path):
-    import bcos_clip.apps.serve as serve_app
+    import bcos_clip.apps.serve.server as serve_app
 
     seen = {}
     monkeypatch.setattr(serve_app, "serve", lambda config: seen.setdefault("config", config))

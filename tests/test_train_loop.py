@@ -10,7 +10,7 @@ import torch
 import bcos_clip
 from bcos_clip.train import LOSSES, TrainConfig, train
 from bcos_clip.train.losses import LossParams
-from bcos_clip.train.precision import resolve_precision
+from bcos_clip.runtime.precision import resolve_precision
 from bcos_clip.train.task import DistillTask
 from bcos_clip.train.text_targets import CaptionCache, TextTargets, text_tower_fingerprint
 from tests._train_data import (image_bytes, read_metrics, write_imagenet, write_img2dataset,

@@ -51,8 +51,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.apps.serve import ServeConfig, serve
-    from bcos_clip.apps.serve_io import Limits
+    from bcos_clip.apps.serve.server import ServeConfig, serve
+    from bcos_clip.apps.serve.io import Limits
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_image_side=args.max_image_side,
                     max_prompts=args.max_prompts)

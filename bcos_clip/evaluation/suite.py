@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from bcos_clip.evaluation.datasets import dataset_name
+from bcos_clip.data.readers.registry import dataset_name
 from bcos_clip.evaluation.distributed import is_main
 from bcos_clip.evaluation.results import first_line, make_record, result_path, write_record
 from bcos_clip.evaluation.suite_files import Suite, SuiteEntry, load_groups

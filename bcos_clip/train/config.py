@@ -196,7 +196,7 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
 
 def read_yaml(path: str) -> Dict[str, Any]:
     """A YAML run config as a dict of field values."""
-    from bcos_clip.train.yaml_io import load_yaml
+    from bcos_clip.runtime.yaml_io import load_yaml
 
     p = Path(path)
     if not p.is_file():

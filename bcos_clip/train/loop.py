@@ -18,13 +18,13 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
-from bcos_clip.data.train_shards import make_epoch_loader
-from bcos_clip.data.transforms import to_unit_float
+from bcos_clip.data.stream.loader import make_epoch_loader
+from bcos_clip.data.stream.transforms import to_unit_float
 from bcos_clip.models import DegenerateEmbeddingError, save
 from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.train.checkpoint import rng_states, save_checkpoint
 from bcos_clip.train.config import TrainConfig
-from bcos_clip.train.distributed import (all_gather_objects, all_reduce_sum, any_rank, barrier,
+from bcos_clip.runtime.distributed import (all_gather_objects, all_reduce_sum, any_rank, barrier,
                                          broadcast_module_, cleanup_distributed, init_distributed,
                                          replica_fingerprint)
 from bcos_clip.train.metrics import MetricsLogger

@@ -16,16 +16,16 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bcos_clip.data.shard_sources import ShardSet, expand_train_spec, resolve_num_samples
-from bcos_clip.data.train_shards import StreamSpec, clamp_workers, first_sample_fields
-from bcos_clip.data.transforms import CropSpec
+from bcos_clip.data.stream.sources import ShardSet, expand_train_spec, resolve_num_samples
+from bcos_clip.data.stream.loader import StreamSpec, clamp_workers, first_sample_fields
+from bcos_clip.data.stream.transforms import CropSpec
 from bcos_clip.models import BcosCLIP, PlainCLIP
 from bcos_clip.train.checkpoint import find_resume, load_state, restore_rng_states
 from bcos_clip.train.config import TrainConfig
-from bcos_clip.train.distributed import DistInfo, broadcast_module_
+from bcos_clip.runtime.distributed import DistInfo, broadcast_module_
 from bcos_clip.train.losses import TEXT_LOSSES
 from bcos_clip.train.optim import make_optimizer
-from bcos_clip.train.precision import Precision, resolve_precision
+from bcos_clip.runtime.precision import Precision, resolve_precision
 from bcos_clip.train.task import DistillTask, build_models, prepare_devices
 from bcos_clip.train.text_targets import CaptionCache, TextTargets, class_prompt_embeddings, \
     text_tower_fingerprint

@@ -19,7 +19,7 @@ from bcos_clip.models.checkpoint import TEACHER_VISUAL_NAME, WEIGHTS_NAME, load_
     load_weights_strict, read_model_weights
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.losses import LOSSES, TEXT_LOSSES
-from bcos_clip.train.precision import Precision, teacher_dtype
+from bcos_clip.runtime.precision import Precision, teacher_dtype
 from bcos_clip.train.text_targets import TextTargets
 
 log = logging.getLogger(__name__)

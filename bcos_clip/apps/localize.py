@@ -1,0 +1,126 @@
+"""The `bcos-clip localize` run: a CLIP_benchmark wds/ folder -> grid pointing game -> JSON + PNGs.
+
+Writes into the output folder: `localization_<dataset>_<method>.json` (summary, per-grid scores),
+`histogram_<dataset>_<method>.png` and `examples_<dataset>_<method>/grid_XX.png`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from bcos_clip.data.readers.wds import clean_dataset_name, open_wds_benchmark
+from bcos_clip.explain.baselines import ATTRIBUTIONS
+from bcos_clip.explain.jacobian import require_bcos
+from bcos_clip.explain.pointing import grid_pointing_game, select_confident
+from bcos_clip.explain.pointing_report import example_picture, histogram_picture
+from bcos_clip.explain.prompts import prompt_embeddings, resolve_templates
+from bcos_clip.explain.visualize import save_png
+from bcos_clip.models import EmbeddingWatch, resolve_model
+from bcos_clip.models.strict_json import dumps_strict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """What `bcos-clip localize` runs. templates None: the dataset's own templates file."""
+
+    model: str
+    dataset: str
+    dataset_root: str
+    output: str
+    pretrained: Optional[str] = None
+    method: str = "bcos"
+    grid: int = 3
+    n_grids: int = 100
+    seed: int = 0
+    split: str = "test"
+    per_class: int = 8
+    max_images: Optional[int] = None
+    threshold: float = 0.5
+    smooth: Optional[int] = None
+    templates: Optional[str] = None
+    batch_size: int = 4
+    n_examples: int = 4
+    device: Optional[str] = None
+
+
+def collect_confident(model: torch.nn.Module, dataset: torch.utils.data.IterableDataset, class_text: torch.Tensor,
+                      per_class: int, max_images: Optional[int] = None, threshold: float = 0.5,
+                      batch_size: int = 64) -> Dict[int, torch.Tensor]:
+    """Read (image (3, H, W) in [0, 1], label, ...) samples and keep up to `per_class` correctly and
+    confidently classified images per class, as uint8 (M_c, 3, H, W). Stops when every class is full
+    or after `max_images` samples; a zero or non-finite image embedding raises DegenerateEmbeddingError."""
+    n_classes = class_text.shape[0]
+    kept: Dict[int, List[torch.Tensor]] = {}
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    seen = 0
+    watch = EmbeddingWatch(model, "selecting confident images")
+    for batch in tqdm(loader, desc="selecting confident images", leave=False):
+        images, labels = batch[0], batch[1]  # (image, target[, order key]) samples
+        ok = select_confident(model, images, labels, class_text, threshold, batch_size, watch)
+        for img, lab in zip(images[ok], labels[ok]):
+            bucket = kept.setdefault(int(lab), [])
+            if len(bucket) < per_class:
+                bucket.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        seen += len(labels)
+        full = len(kept) == n_classes and all(len(v) >= per_class for v in kept.values())
+        if full or (max_images is not None and seen >= max_images):
+            break
+    log.info("read %d images; %d confident ones in %d classes", seen, sum(map(len, kept.values())), len(kept))
+    return {c: torch.stack(v) for c, v in kept.items()}
+
+
+def _check_method(model: torch.nn.Module, method: str) -> None:
+    if method not in ATTRIBUTIONS:
+        raise ValueError(f"--method {method!r}: choose one of {', '.join(ATTRIBUTIONS)}")
+    if method == "bcos":
+        require_bcos(model)
+
+
+def _write(result_json: dict, result, out: Path, tag: str) -> Dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"localization_{tag}.json", "histogram": out / f"histogram_{tag}.png"}
+    result_json["files"] = {k: str(v) for k, v in paths.items()}
+    save_png(histogram_picture(result.scores, f"{result.method}, {result.grid}x{result.grid}",
+                               chance=1.0 / result.grid ** 2), paths["histogram"])
+    for i, ex in enumerate(result.examples):
+        save_png(example_picture(ex, result.classnames, result.grid, result.smooth),
+                 out / f"examples_{tag}" / f"grid_{i:02d}.png")
+    paths["json"].write_text(dumps_strict(result_json, str(paths["json"]), indent=2))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run_localization(cfg: LocalizeConfig) -> dict:
+    """Load the model and dataset, select confident images, play the game, write JSON and PNGs.
+    Returns the JSON summary (with "files")."""
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = resolve_model(cfg.model, cfg.pretrained)
+    _check_method(model, cfg.method)
+    model = model.to(device).eval()
+    bench = open_wds_benchmark(cfg.dataset, cfg.dataset_root)
+    if bench.kind != "classification":
+        raise ValueError(f"dataset {bench.name!r} is a {bench.kind} dataset; the pointing game needs class labels")
+    templates = resolve_templates(cfg.templates) if cfg.templates else bench.templates
+    class_text = prompt_embeddings(model, bench.classnames, templates, device)
+    pool = collect_confident(model, bench.torch_dataset(cfg.split, model.preprocess), class_text,
+                             cfg.per_class, cfg.max_images, cfg.threshold)
+    if len(pool) < cfg.grid ** 2:
+        raise ValueError(f"{bench.name}: {len(pool)} class(es) have correctly and confidently classified images "
+                         f"(softmax(100 cos) >= --threshold {cfg.threshold}); a {cfg.grid}x{cfg.grid} grid needs "
+                         f"{cfg.grid ** 2}: lower --threshold or --grid, or read more images")
+    result = grid_pointing_game(model, pool, bench.classnames, templates, grid=cfg.grid, n_grids=cfg.n_grids,
+                                seed=cfg.seed, method=cfg.method, smooth=cfg.smooth, threshold=cfg.threshold,
+                                batch_size=cfg.batch_size, n_examples=cfg.n_examples)
+    summary = {"model": cfg.model, "pretrained": cfg.pretrained, "dataset": bench.name,
+               "config": asdict(cfg), **result.as_dict()}
+    tag = f"{clean_dataset_name(cfg.dataset)[1]}_{cfg.method}"
+    _write(summary, result, Path(cfg.output), tag)
+    log.info("pointing game %s on %s: mean %.3f over %d grids (chance %.3f)", cfg.method, bench.name,
+             summary["mean"], summary["n_grids"], summary["chance"])
+    return summary
