@@ -61,7 +61,7 @@ def sync(device: str) -> None:
 
 @torch.no_grad()
 def time_forward(model, batches, device: str, precision: str) -> float:
-    from bcos_clip.evaluation.precision import autocast
+    from bcos_clip.runtime.precision import autocast
 
     with autocast(precision, torch.device(device)):
         model.encode_image(batches[0])  # warm-up

@@ -11,7 +11,8 @@ import yaml
 from bcos_clip.apps.demo.config import DemoConfig, deep_merge, load_settings
 from bcos_clip.apps.demo.explanations import explain_figures, parse_object, scene_from_objects, scene_images
 from bcos_clip.apps.demo.report import check_targets, group_chance, retention
-from bcos_clip.apps.demo.stages import StageRunner, file_digest
+from bcos_clip.apps.demo.stages import StageRunner
+from bcos_clip.runtime.hashing import file_digest
 
 
 # --------------------------------------------------------------------------- settings

@@ -23,6 +23,7 @@ from bcos_clip.explain.sheet import explanation_sheet, pair_panel
 from bcos_clip.explain.visualize import save_png
 from bcos_clip.models import resolve_model
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.runtime.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def explain_files(cfg: ExplainFilesConfig) -> Dict[str, object]:
     """Explain every image with every prompt and write the pictures and scores.json; returns the JSON."""
     if not cfg.prompts:
         raise ValueError("no prompts given (--prompt)")
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device)
     model = require_bcos(resolve_model(cfg.model)).to(device).eval()
     images = load_images(cfg.images, model.preprocess)
     templates = resolve_templates(cfg.templates)

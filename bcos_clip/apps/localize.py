@@ -22,6 +22,7 @@ from bcos_clip.explain.prompts import prompt_embeddings, resolve_templates
 from bcos_clip.explain.visualize import save_png
 from bcos_clip.models import EmbeddingWatch, resolve_model
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.runtime.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _write(result_json: dict, result, out: Path, tag: str) -> Dict[str, str]:
 def run_localization(cfg: LocalizeConfig) -> dict:
     """Load the model and dataset, select confident images, play the game, write JSON and PNGs.
     Returns the JSON summary (with "files")."""
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device)
     model = resolve_model(cfg.model, cfg.pretrained)
     _check_method(model, cfg.method)
     model = model.to(device).eval()

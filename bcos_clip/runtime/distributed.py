@@ -1,17 +1,21 @@
 """torchrun / DDP helpers: the only place in the library that reads the torchrun environment.
 
-``torchrun --nproc_per_node N -m bcos_clip.cli train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK and
-MASTER_ADDR/PORT; the process group uses nccl on CUDA and gloo on CPU.
+``torchrun --nproc_per_node N -m bcos_clip.cli train ...`` (or ``... eval ...``) sets RANK, WORLD_SIZE,
+LOCAL_RANK and MASTER_ADDR/PORT; :func:`init_distributed` joins the process group (nccl on CUDA, gloo
+on CPU). Training passes the :class:`DistInfo` around; evaluation asks the current process group
+(:func:`rank_world`, :func:`all_gather`), so it also runs inside a group its caller set up.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+
+from bcos_clip.runtime.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +38,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else cpu."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but CUDA is not available")
-        device = torch.device("cuda", local_rank if device.index is None else device.index)
-        torch.cuda.set_device(device)
-    return device
+def init_distributed(requested_device: Optional[str] = "auto") -> DistInfo:
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1), else single process.
 
-
-def init_distributed(requested_device: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1), else single process."""
+    The device is ``pick_device(requested_device, LOCAL_RANK)``: ``cuda:<local rank>`` for ``auto`` or
+    ``cuda`` on a CUDA machine."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -85,13 +79,26 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(all_reduce_sum(t, info).item() > 0)
 
 
-def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
-    """Every rank's ``obj`` in rank order (``[obj]`` on one process)."""
-    if not info.distributed:
+def rank_world() -> Tuple[int, int]:
+    """(rank, world_size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the current process group (or no group)."""
+    return rank_world()[0] == 0
+
+
+def all_gather(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` on every rank, in rank order (``[obj]`` for a single process)."""
+    _, world = rank_world()
+    if world == 1:
         return [obj]
-    out: List[Any] = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
+    gathered: List[Any] = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def broadcast_module_(module: torch.nn.Module, info: DistInfo) -> None:
@@ -101,14 +108,3 @@ def broadcast_module_(module: torch.nn.Module, info: DistInfo) -> None:
     with torch.no_grad():
         for tensor in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(tensor.data, src=0)
-
-
-def replica_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer's bytes: equal on all ranks when the replicas agree."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

@@ -1,9 +1,14 @@
-"""Content digests used as cache keys and recorded in results (sha256, hex)."""
+"""Content digests (sha256, hex): cache keys, result records, stage arguments, replica checks.
+
+The one digest of a text tower is :func:`text_tower_digest` (zero-shot classifier caches, the caption
+cache of ``text_kd``); of a model :func:`model_digest`; of files on disk :func:`file_digest`.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Tuple
+from pathlib import Path
+from typing import Any, Iterable, Tuple, Union
 
 import torch
 
@@ -37,3 +42,18 @@ def text_tower_digest(model: torch.nn.Module) -> str:
     named = [(k.split(".", 1)[1], v) for k, v in model.state_dict().items()
              if "." in k and "visual" not in k.split(".")]
     return tensors_digest(sorted(named, key=lambda kv: kv[0]))
+
+
+def file_digest(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    """SHA-256 (first 16 hex digits) of a file, or of every file under a folder (names included)."""
+    h = hashlib.sha256()
+    paths = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for p in paths:
+        h.update(str(p.relative_to(path) if Path(path).is_dir() else p.name).encode())
+        with open(p, "rb") as fh:
+            while True:
+                block = fh.read(chunk)
+                if not block:
+                    break
+                h.update(block)
+    return h.hexdigest()[:16]

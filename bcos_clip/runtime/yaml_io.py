@@ -1,4 +1,4 @@
-"""YAML for run configs, read with YAML 1.2 numbers.
+"""The one YAML reader (run configs, demo settings, evaluation suites), with YAML 1.2 numbers.
 
 PyYAML follows YAML 1.1, where ``5e-4`` (no dot) is a *string*: a config saying ``lr: 5e-4`` would
 reach the trainer as text. PyYAML has no 1.2 mode, so this loader adds the 1.2 float pattern to its

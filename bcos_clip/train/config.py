@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.runtime.precision import PRECISIONS
+from bcos_clip.runtime.runfiles import TRAIN_CONFIG
 from bcos_clip.train.losses import LOSSES, LossParams
 
-PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "const")
 TEXT_SOURCES = ("auto", "captions", "classnames")
 REPORTERS = ("", "tensorboard")
-CONFIG_JSON = "train_config.json"
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save_json(self, directory: Path) -> Path:
-        path = Path(directory) / CONFIG_JSON
+        path = Path(directory) / TRAIN_CONFIG
         path.write_text(dumps_strict(self.to_dict(), f"train config {path}", indent=2, sort_keys=True))
         return path
 

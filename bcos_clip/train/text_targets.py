@@ -1,15 +1,14 @@
 """Frozen text embeddings for the ``text_kd`` loss: the batch's captions or fixed class prompts.
 
 - ``captions``: the distinct captions of each batch through the frozen text tower, optionally cached
-  on disk by caption hash (``--text-cache DIR``; safetensors chunks, tied to the text tower by a
-  fingerprint so that a cache from another model is refused).
+  on disk by caption hash (``--text-cache DIR``; safetensors chunks, tied to the text tower by its
+  sha256 digest, ``runtime.hashing.text_tower_digest``, so that a cache from another model is refused).
 - ``classnames``: class names (a ``--classnames`` file, one a line, else open_clip's 1000 ImageNet
   names) x templates, embedded once at start-up; the image's ``cls`` picks its own prompt.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,14 +27,6 @@ Tensor = torch.Tensor
 def caption_hash(text: str) -> bytes:
     """20-byte SHA-1 of the UTF-8 caption (the cache key)."""
     return hashlib.sha1(text.encode("utf-8")).digest()
-
-
-def text_tower_fingerprint(model) -> str:
-    """Identifies a text tower: provenance plus a checksum of its weights."""
-    text = getattr(model, "text", model)
-    total = sum(float(p.detach().double().sum()) for p in text.parameters())
-    ident = {"provenance": getattr(model, "provenance", None), "checksum": round(total, 6)}
-    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class CaptionCache:

@@ -26,6 +26,7 @@ from bcos_clip.apps.bench.profiling import profile_row
 from bcos_clip.apps.bench.timing import Deadline, Row, guarded, skipped
 from bcos_clip.apps.bench.towers import ModelSet, build_modelset, compile_variant, tower_row
 from bcos_clip.nn import fused
+from bcos_clip.runtime.device import pick_device
 
 log = logging.getLogger(__name__)
 SECTIONS = ("train", "infer", "compile", "explain", "zeroshot", "e2e", "profile")
@@ -70,14 +71,6 @@ class BenchConfig:
             object.__setattr__(self, "explain_ks", tuple(k for k in self.explain_ks if k <= 16) or (1,))
             object.__setattr__(self, "workers", 0)
             object.__setattr__(self, "threads", self.threads or 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"bench: --device {name} but no CUDA device is available")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -220,7 +213,7 @@ def profile_missed(r: Runner, sets: List[ModelSet]) -> None:
 
 def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     """Run the benchmark; returns (and writes to cfg.output) the result dict with rows, targets, table."""
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
         if cfg.threads > 0:  # a loaded CI machine makes multi-threaded tiny ops crawl

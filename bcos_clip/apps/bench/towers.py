@@ -24,6 +24,7 @@ from bcos_clip.apps.bench.timing import GIB, Row, measure, throughput, timed_onc
 from bcos_clip.models import BcosCLIP, bcosify, load_clip
 from bcos_clip.nn import fused
 from bcos_clip.nn.fold import fold_batchnorms
+from bcos_clip.runtime.precision import autocast
 
 TINY_TEXT = dict(width=64, layers=1, heads=4, context_length=32)
 QUICK_OVERRIDES: Dict[str, Dict[str, Any]] = {
@@ -103,9 +104,8 @@ def path_ctx(variant: str) -> contextlib.AbstractContextManager:
 
 
 def autocast_ctx(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The bench's ``bf16`` is bf16 autocast (open_clip's ``amp_bf16``); ``fp32`` none."""
+    return autocast("amp_bf16" if precision == "bf16" else "fp32", device)
 
 
 def images_for(ms: ModelSet, batch: int, seed: int = 0) -> torch.Tensor:

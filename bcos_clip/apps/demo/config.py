@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from bcos_clip.models.loading import deep_merge
+from bcos_clip.runtime.resources import CONFIGS, resource_file
 from bcos_clip.runtime.yaml_io import load_yaml
 
 ARCHES = ("rn", "vit")
@@ -102,18 +103,7 @@ def settings_path(path: Optional[str] = None) -> Path:
         if not p.is_file():
             raise FileNotFoundError(f"--settings {path}: no such file")
         return p
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("bcos_clip.configs") / SETTINGS_NAME))
-        if p.is_file():
-            return p
-    except ModuleNotFoundError:  # a source tree that is not installed
-        pass
-    p = Path(__file__).resolve().parents[3] / "configs" / SETTINGS_NAME
-    if not p.is_file():
-        raise FileNotFoundError(f"demo settings {SETTINGS_NAME} not found in bcos_clip.configs or {p.parent}")
-    return p
+    return resource_file(CONFIGS, SETTINGS_NAME)
 
 
 def _check(settings: Dict[str, Any], where: str) -> None:

@@ -16,10 +16,10 @@ from bcos_clip.apps.demo.stages import StageRunner
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.evaluation import EvalConfig, ModelHandle, ProbeConfig, load_suite, run_suite
 from bcos_clip.evaluation.suite_files import Suite
+from bcos_clip.runtime.runfiles import RESULTS_DIR
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def suite_for(name: str, tasks: Optional[Sequence[str]] = None) -> Suite:
 def eval_config(eval_dir: Path, label: str, world: WorldPaths, settings: Dict[str, Any], device: str) -> EvalConfig:
     """Results of ``label`` under ``eval_dir/results/<label>``; one shared feature/classifier cache."""
     probe = ProbeConfig(epochs=int(settings.get("probe_epochs") or 20), device=device)
-    return EvalConfig(output=str(eval_dir / RESULTS / label), dataset_root=str(world.wds_root / "{dataset}"),
+    return EvalConfig(output=str(eval_dir / RESULTS_DIR / label), dataset_root=str(world.wds_root / "{dataset}"),
                       cache_dir=str(eval_dir / "cache"), batch_size=int(settings.get("batch_size") or 256),
                       workers=0, device=device, probe=probe)
 

@@ -34,14 +34,16 @@ from bcos_clip.apps.demo.figures import loss_chart, loss_curves, pointing_chart,
 from bcos_clip.apps.demo.folder import claim_demo_folder
 from bcos_clip.apps.demo.pointing import pointing_game, students_game
 from bcos_clip.apps.demo.report import check_targets, group_chance, retention, write_report
-from bcos_clip.apps.demo.stages import StageRunner, cpu_seconds, file_digest
-from bcos_clip.apps.demo.training import distill_config, distill_stage, read_metrics, teacher_log, teacher_paths
+from bcos_clip.apps.demo.stages import StageRunner, cpu_seconds
+from bcos_clip.apps.demo.training import distill_config, distill_stage, teacher_log, teacher_paths
 from bcos_clip.data.shapes.world import task_classnames
 from bcos_clip.data.shapes.writer import WorldPaths, build_world
-from bcos_clip.evaluation import build_report
 from bcos_clip.data.stream.calibration import calibration_batches
+from bcos_clip.evaluation import build_report
 from bcos_clip.models import bcosify, load_clip, recalibrate_batchnorm, resolve_model, save
 from bcos_clip.nn.norms import UncenteredBatchNorm2d
+from bcos_clip.runtime.hashing import file_digest
+from bcos_clip.runtime.runfiles import RESULTS_DIR, SUMMARY, WORLD_MARKER, read_metrics, world_args
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +191,7 @@ def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teach
     teacher_g, student_g = group_means(results["teacher"], ZERO_SHOT), group_means(results["student"], ZERO_SHOT)
     return {"config": asdict(cfg), "settings": settings, "machine": _machine(),
             "world": {"root": str(world.root), "n_train": world.n_train, "groups": groups,
-                      "n_eval_per_class": _world_marker(world).get("n_eval_per_class"),
+                      "n_eval_per_class": world_args(world.root).get("n_eval_per_class"),
                       "image_size": world.image_size, "seed": world.seed},
             "teacher": {**teacher, **teacher_log(teacher)}, "students": students, "chance": chance,
             "zeroshot": zs, "eval": results,
@@ -202,13 +204,6 @@ def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teach
             "files": {}, "main_loss": main}
 
 
-def _world_marker(world: WorldPaths) -> Dict[str, Any]:
-    try:
-        return json.loads((world.root / "world.json").read_text()).get("args", {})
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     """Run (or resume) the demo into ``cfg.output``; returns the summary also written to summary.json."""
     settings = load_settings(cfg)
@@ -216,7 +211,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     log.info("demo: %d torch threads on %s CPU cores", torch.get_num_threads(), os.cpu_count())
     out = claim_demo_folder(Path(cfg.output))  # only a new, empty or demo-made folder
     runner, wall0, cpu0 = StageRunner(out), time.perf_counter(), cpu_seconds()
-    world = runner.timed("world", lambda: _world(cfg, settings, out), output=out / "world" / "world.json")
+    world = runner.timed("world", lambda: _world(cfg, settings, out), output=out / "world" / WORLD_MARKER)
     teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],
                                                              cfg.seed, cfg.quick),
                            output=out / "teacher" / f"teacher_{cfg.arch}.pt")
@@ -230,14 +225,14 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     stage_cpu = {t.name: t.cpu_s for t in runner.timings}
     s["compare"]["rows"] = _compare_rows(results, students, main, s["compare"]["chance"], stage_cpu,
                                          s["pointing_losses"])
-    rep = build_report(out / "eval" / "results", out / "eval", models=["teacher", "student"])
+    rep = build_report(out / "eval" / RESULTS_DIR, out / "eval", models=["teacher", "student"])
     s["eval_report"] = {"markdown": rep.markdown.read_text(encoding="utf-8"), "csv": "eval/report.csv",
-                        "plot": f"eval/{rep.plot.name}", "results_dir": str(out / "eval" / "results")}
+                        "plot": f"eval/{rep.plot.name}", "results_dir": str(out / "eval" / RESULTS_DIR)}
     _figures(out, world, cfg, s)
     s["targets"] = check_targets(s)
     s["timing"] = {"wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu_seconds() - cpu0, 2),
                    "stages": [asdict(t) for t in runner.timings]}
     write_report(s, out)
-    (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
-    log.info("demo: wrote %s and %s in %.1f min", out / "report.md", out / "summary.json", s["timing"]["wall_s"] / 60)
+    (out / SUMMARY).write_text(json.dumps(s, indent=1, default=str))
+    log.info("demo: wrote %s and %s in %.1f min", out / "report.md", out / SUMMARY, s["timing"]["wall_s"] / 60)
     return s

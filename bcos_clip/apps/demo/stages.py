@@ -13,7 +13,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import resource
@@ -32,21 +31,6 @@ STAGE_VERSION = 1
 def canonical(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples -> lists, paths -> str), for exact comparisons."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 (first 16 hex digits) of a file, or of every file under a folder (names included)."""
-    h = hashlib.sha256()
-    paths = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
-    for p in paths:
-        h.update(str(p.relative_to(path) if Path(path).is_dir() else p.name).encode())
-        with open(p, "rb") as fh:
-            while True:
-                block = fh.read(chunk)
-                if not block:
-                    break
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def cpu_seconds() -> float:

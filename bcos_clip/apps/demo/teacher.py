@@ -37,6 +37,8 @@ from tqdm.auto import tqdm
 
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.models import load_clip
+from bcos_clip.runtime.resources import CONFIGS, resource_file
+from bcos_clip.runtime.runfiles import world_args
 from bcos_clip.train.optim import lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -69,19 +71,7 @@ def config_path(arch: str) -> Path:
     """The open_clip JSON config of ``arch`` ("rn" or "vit"), installed package or source tree."""
     if arch not in ARCH_CONFIGS:
         raise ValueError(f"unknown teacher arch {arch!r} (expected one of {sorted(ARCH_CONFIGS)})")
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("bcos_clip.configs") / ARCH_CONFIGS[arch]))
-        if path.is_file():
-            return path
-    except ModuleNotFoundError:  # running from a source tree that is not installed
-        pass
-    path = Path(__file__).resolve().parents[3] / "configs" / ARCH_CONFIGS[arch]
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher config {ARCH_CONFIGS[arch]} not found (looked in "
-                                f"bcos_clip.configs and {path.parent})")
-    return path
+    return resource_file(CONFIGS, ARCH_CONFIGS[arch])
 
 
 DECODED = ("jpg", "jpeg", "png", "webp", "txt")
@@ -173,17 +163,6 @@ def _train_loop(model: nn.Module, images: Tensor, tokens: Tensor, cfg: TeacherCo
     return history
 
 
-def _world_args(world: WorldPaths) -> Dict[str, Any]:
-    marker = world.root / "world.json"
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FileNotFoundError(f"{marker}: not a built shapes world ({exc}); run build_world first") from exc
-    if info.get("status") != "complete":
-        raise ValueError(f"{marker}: the shapes world is incomplete (status {info.get('status')!r}); rebuild it")
-    return info["args"]
-
-
 def _resolve_config(arch: str, steps: Optional[int], batch_size: int, lr: Optional[float], seed: int,
                     quick: bool) -> TeacherConfig:
     if arch not in ARCH_DEFAULTS:
@@ -210,7 +189,7 @@ def pretrain_teacher(world: WorldPaths, out_dir: Union[str, os.PathLike], *, arc
     cfg = _resolve_config(arch, steps, batch_size, lr, seed, quick)
     model_json = config_path(arch)
     model_cfg = json.loads(model_json.read_text())
-    key = {"version": TEACHER_VERSION, "world": _world_args(world), "config": asdict(cfg),
+    key = {"version": TEACHER_VERSION, "world": world_args(world.root), "config": asdict(cfg),
            "model_cfg": model_cfg}
     out = Path(out_dir)
     ckpt, meta_path = out / f"teacher_{arch}.pt", out / f"teacher_{arch}.json"

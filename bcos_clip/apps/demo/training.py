@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from bcos_clip.apps.demo.stages import StageRunner, file_digest
+from bcos_clip.apps.demo.stages import StageRunner
+from bcos_clip.apps.demo.teacher import pretrain_teacher
 from bcos_clip.data.shapes.writer import WorldPaths
+from bcos_clip.runtime.hashing import file_digest
+from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import TrainConfig, train
 from bcos_clip.train.config import normalise_keys
-from bcos_clip.apps.demo.teacher import pretrain_teacher
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +57,6 @@ def distill_config(world: WorldPaths, teacher: Dict[str, str], output: Path, set
     values.setdefault("log_every", 10)
     return TrainConfig(model=teacher["model"], pretrained=teacher["pretrained"], train_data=world.train_shards,
                        output=str(output), seed=seed, device=device, **values)
-
-
-def read_metrics(output: Path) -> List[Dict[str, Any]]:
-    """The training log (``metrics.jsonl``) of a run: one dict per logged step."""
-    path = Path(output) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s: skipping a broken line", path)
-    return rows
 
 
 def _run_distill(cfg: TrainConfig) -> Dict[str, Any]:

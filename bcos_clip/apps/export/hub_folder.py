@@ -21,19 +21,19 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from bcos_clip.apps.export.model_card import render_model_card
+from bcos_clip.evaluation.results import read_record
 from bcos_clip.models.checkpoint import (CONFIG_NAME, TEACHER_VISUAL_NAME, WEIGHTS_NAME, load,
                                          read_config)
 from bcos_clip.models.hf_tokenizer import BUNDLED_DIR
-from bcos_clip.apps.export.model_card import render_model_card
 from bcos_clip.runtime.contained import file_inside, folder_inside, regular_file_inside
+from bcos_clip.runtime.runfiles import METRICS, RESULTS_DIR, TRAIN_CONFIG, read_jsonl
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, TEACHER_VISUAL_NAME)
-REPORT_FILES = ("conversion_report.json", "import_report.json", "train_config.json")
-METRICS_NAME = "metrics.jsonl"
-RESULTS_DIR = "results"
+REPORT_FILES = ("conversion_report.json", "import_report.json", TRAIN_CONFIG)
 SEARCH_DEPTH = 2  # the checkpoint directory and this many parents
 
 
@@ -56,14 +56,7 @@ def find_first(directory: Path, name: str) -> Optional[Path]:
 
 def summarize_metrics(path: Path) -> Optional[Dict[str, Any]]:
     """Records, last step, last loss and last in-training zero-shot top-1 of a metrics.jsonl."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if isinstance(rec, dict):
-            records.append(rec)
+    records = read_jsonl(path)
     if not records:
         return None
     losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
@@ -89,14 +82,11 @@ def _result_files(paths: Iterable[Path]) -> List[Path]:
 
 
 def read_result_records(paths: Iterable[Path]) -> List[Dict[str, Any]]:
-    """Result records (JSON with dataset, task, metrics) among `paths` (files or folders); others skipped."""
+    """Result records (``evaluation.results.read_record``) among `paths` (files or folders); others skipped."""
     records = []
     for path in _result_files(paths):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict) and {"dataset", "task", "metrics"} <= set(rec) and isinstance(rec["metrics"], dict):
+        rec = read_record(path)
+        if rec is not None and isinstance(rec["metrics"], dict):
             records.append({**rec, "_file": path})
     return records
 
@@ -137,11 +127,11 @@ def export(directory: PathLike, output: PathLike, results: Sequence[PathLike] = 
             raise FileNotFoundError(f"export: results path {p} not found")
     out.mkdir(parents=True, exist_ok=True)
     _copy_checkpoint(files, out)
-    train_path = find_first(src, "train_config.json")
+    train_path = find_first(src, TRAIN_CONFIG)
     train_cfg = json.loads(train_path.read_text()) if train_path else None
-    if train_path and not (out / "train_config.json").is_file():
-        shutil.copyfile(train_path, out / "train_config.json")
-    metrics_path = find_first(src, METRICS_NAME)
+    if train_path and not (out / TRAIN_CONFIG).is_file():
+        shutil.copyfile(train_path, out / TRAIN_CONFIG)
+    metrics_path = find_first(src, METRICS)
     metrics = summarize_metrics(metrics_path) if metrics_path else None
     search = [d / RESULTS_DIR for d in _search_dirs(src) if (d / RESULTS_DIR).is_dir()] + [Path(p) for p in results]
     records = read_result_records(search)

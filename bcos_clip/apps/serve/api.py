@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -26,6 +25,7 @@ from bcos_clip.apps.serve.io import Limits, RequestError, decode_base64
 from bcos_clip.apps.serve.limits import BodySizeLimit, JsonErrors, SecurityHeaders
 from bcos_clip.apps.serve.render import result_json, sheet_png
 from bcos_clip.runtime.contained import regular_file_inside
+from bcos_clip.runtime.resources import SERVE_STATIC, resource_text
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def read_example(directory: Path, path: Path) -> Optional[bytes]:
 
 
 def _static(name: str) -> str:
-    return resources.files("bcos_clip.apps.serve.static").joinpath(name).read_text(encoding="utf-8")
+    return resource_text(SERVE_STATIC, name)
 
 
 def _clean_prompts(values: Sequence[Any], limits: Limits) -> List[str]:

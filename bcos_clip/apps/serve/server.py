@@ -26,6 +26,7 @@ from bcos_clip.apps.serve.engine import ExplainEngine
 from bcos_clip.apps.serve.methods import Method, baseline_methods, bcos_method
 from bcos_clip.apps.serve.io import Limits
 from bcos_clip.models import BcosCLIP, resolve_model
+from bcos_clip.runtime.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ class ServeConfig:
     cache_entries: int = 16
     cache_mb: float = 2048.0
     limits: Limits = field(default_factory=Limits)
-
-
-def pick_device(device: Optional[str]) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def load_student(model: str, device: torch.device) -> BcosCLIP:

@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 
 from bcos_clip.data.shapes.world import DEMO_TASKS, RETRIEVAL_TASK, caption_scene, render_scene, sample_rng, \
     sample_task_scene, task_classnames, task_templates, train_sample
+from bcos_clip.runtime.runfiles import WORLD_MARKER, read_world_marker
 
 logger = logging.getLogger(__name__)
 
 WORLD_VERSION = 2
-MARKER = "world.json"
+MARKER = WORLD_MARKER
 TAR_MTIME = 1_700_000_000  # an int: a float mtime costs a pax header per member  # fixed tar member times: the same arguments give the same bytes
 SPLITS = ("train", "test")
 DEFAULTS = {False: dict(n_train=20_000, n_eval_per_class=100),
@@ -224,19 +225,9 @@ def _world_paths(root: Path, args: dict) -> WorldPaths:
         groups=tuple(DEMO_TASKS.items()))
 
 
-def _read_marker(root: Path) -> Optional[dict]:
-    path = root / MARKER
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {"status": "corrupt"}
-
-
 def _clear(root: Path) -> None:
     """Remove a previous (or partial) world; refuse to touch folders that are not ours."""
-    marker = _read_marker(root)
+    marker = read_world_marker(root)
     ours = [root / "train", root / "wds"]
     if marker is None and any(p.exists() for p in ours):
         raise FileExistsError(f"{root} holds train/ or wds/ but no {MARKER}: not a shapes world; "
@@ -271,7 +262,7 @@ def build_world(out_dir: Union[str, os.PathLike], *, n_train: Optional[int] = No
         raise ValueError(f"build_world: image_size must be >= 16 pixels, got {image_size}")
     root = Path(out_dir)
     paths = _world_paths(root, args)
-    marker = _read_marker(root)
+    marker = read_world_marker(root)
     if marker is not None and marker.get("status") == "complete" and marker.get("args") == args:
         logger.info("shapes world: reusing %s", root)
         return paths
