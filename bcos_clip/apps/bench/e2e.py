@@ -5,89 +5,48 @@ Three numbers of the same step (the training library's DistillTask with the `cos
   workers), the model switched off;
 - compute only: teacher forward + student step on a batch already on the device;
 - end to end: the stream feeding the step, as the training loop does.
-Synthetic JPEG shards (img2dataset-like: `.jpg` + `.txt`) are written to a scratch folder first.
+Synthetic JPEG shards (img2dataset-like: `.jpg` + `.txt`, `apps.bench.shards`) are written to a
+scratch folder first.
 """
 from __future__ import annotations
 
 import copy
-import io
 import logging
-import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, Iterator, List
 
-import numpy as np
 import torch
 
-from bcos_clip.apps.bench.timing import Row, sync, throughput
+from bcos_clip.apps.bench.shards import write_caption_shards
+from bcos_clip.apps.bench.timing import Row, throughput, timed_once
 from bcos_clip.apps.bench.towers import ModelSet
+from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
+from bcos_clip.data.stream.sources import ShardSet, expand_train_spec
+from bcos_clip.data.stream.transforms import CropSpec, to_unit_float
+from bcos_clip.models import PlainCLIP
+from bcos_clip.runtime.precision import resolve_precision, teacher_dtype
+from bcos_clip.train.losses import LossParams
+from bcos_clip.train.task import DistillTask
 
 log = logging.getLogger(__name__)
 
 
-def write_shards(directory: Path, n_shards: int, per_shard: int, size: int, seed: int = 0) -> str:
-    """Smooth random JPEG images with captions -> `directory/{00000..N-1}.tar`; returns the brace spec."""
-    import webdataset as wds
-    from PIL import Image
-
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for s in range(n_shards):
-        with wds.TarWriter(str(directory / f"{s:05d}.tar")) as sink:
-            for i in range(per_shard):
-                small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-                buf = io.BytesIO()
-                Image.fromarray(small).resize((size, size), Image.BILINEAR).save(buf, "JPEG", quality=90)
-                sink.write({"__key__": f"{s:05d}{i:05d}", "jpg": buf.getvalue(), "txt": f"picture {i}"})
-    return str(directory / f"{{00000..{n_shards - 1:05d}}}.tar")
-
-
 def _imgs_per_s(run: Callable[[], int], device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    n = run()
-    sync(device)
-    return n / (time.perf_counter() - t0)
+    """Images per second of ``run()``, which returns how many images it handled."""
+    n: List[int] = []
+    seconds = timed_once(lambda: n.append(run()), device)
+    return n[0] / seconds
 
 
-def _modules() -> Any:
-    """The training and data entry points (ImportError when the training code is absent)."""
-    from bcos_clip.data.stream.sources import expand_train_spec
-    from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
-    from bcos_clip.data.stream.transforms import CropSpec, to_unit_float
-    from bcos_clip.models import PlainCLIP
-    from bcos_clip.train.losses import LossParams
-    from bcos_clip.runtime.precision import resolve_precision, teacher_dtype
-    from bcos_clip.train.task import DistillTask
-
-    return locals()
-
-
-def e2e_rows(ms: ModelSet, batch: int, steps: int, workers: int, workdir: Path) -> List[Row]:
-    """Data-only, compute-only and end-to-end img/s of the distillation step (same run)."""
-    base: Row = {"section": "e2e", "model": ms.name, "batch": batch, "workers": workers}
-    try:
-        m = _modules()
-    except ImportError as exc:
-        return [dict(base, name=f"e2e/{ms.name}", variant="distill", status="skipped",
-                     note=f"not available: {exc}")]
-    spec = write_shards(workdir / "shards", max(workers, 1), (steps + 3) * batch // max(workers, 1) + batch,
-                        ms.image_size + ms.image_size // 7)
-    shardset = m["expand_train_spec"](spec)
-    stream = m["StreamSpec"](batch_size=batch, crop=m["CropSpec"](size=ms.image_size), shuffle_buffer=256)
+def _distill_step(ms: ModelSet) -> Callable[[torch.Tensor], None]:
+    """One training step as the trainer takes it: frozen teacher targets, student forward + backward, Adam."""
     cuda = ms.device.type == "cuda"
-
-    def loader() -> Any:
-        it = iter(m["make_epoch_loader"](shardset, stream, 0, steps + 2, 0, workers, pin_memory=cuda))
-        next(it), next(it)  # worker start-up and the first batches are not timed
-        return it
-
-    teacher = m["PlainCLIP"].from_clip(copy.deepcopy(ms.clip).to(m["teacher_dtype"](ms.device)), ms.tokenizer)
+    teacher = PlainCLIP.from_clip(copy.deepcopy(ms.clip).to(teacher_dtype(ms.device)), ms.tokenizer)
     teacher.to(ms.device).eval().requires_grad_(False)  # PlainCLIP's mean/std buffers start on the CPU
-    precision = m["resolve_precision"]("amp_bf16" if cuda else "fp32", ms.device)
+    precision = resolve_precision("amp_bf16" if cuda else "fp32", ms.device)
     visual = ms.compiled.get("bcos-fast", ms.bcos.visual)
-    task = m["DistillTask"](teacher, ms.bcos, visual, "cosine", m["LossParams"](), precision, None,
-                            channels_last=ms.channels_last)
+    task = DistillTask(teacher, ms.bcos, visual, "cosine", LossParams(), precision, None,
+                       channels_last=ms.channels_last)
     ms.bcos.visual.train()
     opt = torch.optim.Adam(ms.bcos.visual.parameters(), lr=1e-6)
 
@@ -96,32 +55,53 @@ def e2e_rows(ms: ModelSet, batch: int, steps: int, workers: int, workdir: Path) 
         task.loss(images, None, None).backward()
         opt.step()
 
-    def to_device(b: Any) -> torch.Tensor:
-        return m["to_unit_float"](b["images"].to(ms.device, non_blocking=True))
+    return step
 
-    def data_only(it: Any) -> int:
+
+def _rates(ms: ModelSet, shardset: ShardSet, batch: int, steps: int, workers: int) -> List[float]:
+    """[data only, teacher + student step, end to end] images per second."""
+    stream = StreamSpec(batch_size=batch, crop=CropSpec(size=ms.image_size), shuffle_buffer=256)
+    pin = ms.device.type == "cuda"
+    step = _distill_step(ms)
+
+    def loader() -> Iterator[Any]:  # started (and warmed up) outside the timed part
+        it = iter(make_epoch_loader(shardset, stream, 0, steps + 2, 0, workers, pin_memory=pin))
+        next(it), next(it)  # worker start-up and the first batches are not timed
+        return it
+
+    def to_device(b: Any) -> torch.Tensor:
+        return to_unit_float(b["images"].to(ms.device, non_blocking=True))
+
+    def data_only(it: Iterator[Any]) -> int:
         return sum(int(next(it)["images"].shape[0]) for _ in range(steps))
+
+    def end_to_end(it: Iterator[Any]) -> int:
+        for _ in range(steps):
+            step(to_device(next(it)))
+        return steps * batch
 
     def compute_only() -> int:
         for _ in range(steps):
             step(fixed)
         return steps * batch
 
-    def end_to_end(it: Any) -> int:
-        for _ in range(steps):
-            step(to_device(next(it)))
-        return steps * batch
-
-    def streamed(consume: Callable[[Any], int]) -> float:
-        it = loader()  # started (and warmed up) outside the timed part
-        return _imgs_per_s(lambda: consume(it), ms.device)
-
-    fixed = to_device(next(iter(m["make_epoch_loader"](shardset, stream, 0, 1, 0, 0))))
+    fixed = to_device(next(iter(make_epoch_loader(shardset, stream, 0, 1, 0, 0))))
     for _ in range(2):
         step(fixed)
-    data = streamed(data_only)
+    it = loader()
+    data = _imgs_per_s(lambda: data_only(it), ms.device)
     compute = _imgs_per_s(compute_only, ms.device)
-    e2e = streamed(end_to_end)
+    it = loader()
+    return [data, compute, _imgs_per_s(lambda: end_to_end(it), ms.device)]
+
+
+def e2e_rows(ms: ModelSet, batch: int, steps: int, workers: int, workdir: Path) -> List[Row]:
+    """Data-only, compute-only and end-to-end img/s of the distillation step (same run)."""
+    n_shards = max(workers, 1)
+    spec = write_caption_shards(workdir / "shards", n_shards, (steps + 3) * batch // n_shards + batch,
+                                ms.image_size + ms.image_size // 7)
+    data, compute, e2e = _rates(ms, expand_train_spec(spec), batch, steps, workers)
+    base: Row = {"section": "e2e", "model": ms.name, "batch": batch, "workers": workers}
     rows = [dict(base, name=f"e2e/{ms.name}/{v}", variant=v, img_per_s=r, ms=batch * 1000.0 / r)
             for v, r in (("data only", data), ("teacher + student step", compute), ("end to end", e2e))]
     rows[-1]["ratio_vs_compute"] = e2e / compute

@@ -15,6 +15,10 @@ import torch.nn.functional as F
 
 from bcos_clip.apps.bench.timing import Row, measure, throughput, timed_once
 from bcos_clip.apps.bench.towers import ModelSet, images_for
+from bcos_clip.evaluation.classifier import build_classifier
+from bcos_clip.evaluation.features import extract_features
+from bcos_clip.explain import explain, image_contributions
+from bcos_clip.models import PlainCLIP
 from bcos_clip.nn.fold import fold_batchnorms
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,6 @@ def _row(ms: ModelSet, what: str, **extra: Any) -> Row:
 
 def explain_rows(ms: ModelSet, ks: Sequence[int], iters: int, warmup: int) -> List[Row]:
     """Rows for K prompts batched, 16 separate calls, the folded model and the cached tensor."""
-    from bcos_clip.explain import explain
-
     image = images_for(ms, 1)
     rows: List[Row] = []
     for k in ks:
@@ -65,10 +67,6 @@ def explain_rows(ms: ModelSet, ks: Sequence[int], iters: int, warmup: int) -> Li
 
 def cached_rows(ms: ModelSet, image: torch.Tensor, iters: int) -> List[Row]:
     """Build the per-pixel contribution tensor once; then 16 new prompts per einsum."""
-    try:
-        from bcos_clip.explain import image_contributions
-    except ImportError as exc:
-        return [_row(ms, "cached tensor", status="skipped", note=f"not available: {exc}")]
     build = _row(ms, "cached tensor: build (D rows)")
     holder: dict = {}
     build["ms"] = 1000.0 * timed_once(lambda: holder.update(c=image_contributions(ms.bcos, image)), ms.device)
@@ -82,10 +80,6 @@ def cached_rows(ms: ModelSet, image: torch.Tensor, iters: int) -> List[Row]:
 
 def zeroshot_rows(ms: ModelSet, batch: int, n_images: int, precision: str) -> List[Row]:
     """Feature extraction img/s through bcos_clip.evaluation, plain vs B-cos (vs folded B-cos)."""
-    from bcos_clip.evaluation.classifier import build_classifier
-    from bcos_clip.evaluation.features import extract_features
-    from bcos_clip.models import PlainCLIP
-
     images = torch.rand(n_images, 3, ms.image_size, ms.image_size)
     labels, keys = torch.zeros(n_images, dtype=torch.long), torch.arange(n_images)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels, keys), batch_size=batch)

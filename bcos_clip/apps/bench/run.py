@@ -63,14 +63,16 @@ class BenchConfig:
             raise ValueError(f"bench: --compile must be auto, on or off, got {self.compile!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"bench: --precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.quick:  # tiny towers, one batch size, one iteration: a smoke test of every row
-            object.__setattr__(self, "compile_batch", min(self.compile_batch, 4))
-            object.__setattr__(self, "batches", (self.compile_batch,))
-            object.__setattr__(self, "iters", 1)
-            object.__setattr__(self, "warmup", 1)
-            object.__setattr__(self, "explain_ks", tuple(k for k in self.explain_ks if k <= 16) or (1,))
-            object.__setattr__(self, "workers", 0)
-            object.__setattr__(self, "threads", self.threads or 1)
+
+    def resolved(self) -> "BenchConfig":
+        """What runs: with ``quick``, tiny towers, one batch size of at most 4, one iteration, explanations
+        with K <= 16, no DataLoader workers and 1 thread unless given (a smoke test of every row)."""
+        if not self.quick:
+            return self
+        batch = min(self.compile_batch, 4)
+        return dataclasses.replace(self, compile_batch=batch, batches=(batch,), iters=1, warmup=1,
+                                   explain_ks=tuple(k for k in self.explain_ks if k <= 16) or (1,), workers=0,
+                                   threads=self.threads or 1)
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -213,6 +215,7 @@ def profile_missed(r: Runner, sets: List[ModelSet]) -> None:
 
 def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     """Run the benchmark; returns (and writes to cfg.output) the result dict with rows, targets, table."""
+    cfg = cfg.resolved()
     device = pick_device(cfg.device)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:

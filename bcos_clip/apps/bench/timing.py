@@ -1,17 +1,19 @@
-"""Timing helpers of `bcos-clip bench`: synchronised wall time per iteration, peak memory, rows.
+"""The one timer of `bcos-clip bench` and the `benchmarks/` scripts: synchronised wall time, peak memory, rows.
 
-On CUDA, time is measured with CUDA events around `iters` back-to-back calls (after `warmup` calls);
-on CPU with perf_counter. Peak memory is torch.cuda.max_memory_allocated over the timed calls (None on
-CPU). Every measurement is a `Row` (a dict that goes into the JSON as is).
+`measure`: mean ms per call of `iters` back-to-back calls (after `warmup` calls), with CUDA events on
+CUDA and perf_counter on CPU, and the peak memory of the timed calls (torch.cuda.max_memory_allocated;
+None on CPU). `timed_once`: seconds of one synchronised call. `median_time`: the median of repeated
+`timed_once` calls. Every bench measurement is a `Row` (a dict that goes into the JSON as is).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import logging
+import statistics
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
@@ -62,6 +64,18 @@ def timed_once(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     sync(device)
     return time.perf_counter() - t0
+
+
+def median_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: Optional[Callable[[], Any]] = None,
+                min_time: float = 2.0, max_runs: int = 50) -> float:
+    """Median seconds of synchronised calls of fn, after one untimed call of ``warmup`` (default fn): at
+    least ``repeats`` runs and, for short calls, more until ``min_time`` seconds were spent (at most
+    ``max_runs``)."""
+    (warmup or fn)()
+    times: List[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < max_runs):
+        times.append(timed_once(fn, device))
+    return statistics.median(times)
 
 
 class Deadline:

@@ -36,6 +36,20 @@ QUICK_OVERRIDES: Dict[str, Dict[str, Any]] = {
 VARIANTS = ("plain", "bcos-reference", "bcos-formula", "bcos-fast", "bcos-fast-folded")
 
 
+def rescale_random_weights_(clip: nn.Module, row_norm: float = 3.0) -> nn.Module:
+    """Make a random-weight open_clip image tower usable at B = 2, in place: open_clip's init zeroes each
+    block's last BatchNorm scale and its small weights shrink every B = 2 layer towards 0 (embeddings of
+    exactly 0). BatchNorm scales become 1 and every conv / linear weight row gets the norm ``row_norm``."""
+    with torch.no_grad():
+        for mod in clip.visual.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.fill_(1.0)
+            elif isinstance(mod, (nn.Conv2d, nn.Linear)):
+                rows = mod.weight.flatten(1).norm(dim=1).clamp_min(1e-8)
+                mod.weight.mul_(row_norm / rows.view(-1, *[1] * (mod.weight.dim() - 1)))
+    return clip
+
+
 @dataclass
 class ModelSet:
     """One architecture: the plain CLIP, its B-cosified twin and the variant towers, on a device."""
@@ -60,10 +74,11 @@ class ModelSet:
 
 
 def build_modelset(name: str, device: torch.device, quick: bool) -> ModelSet:
-    """Random-weight open_clip `name` (tiny config when quick), bcosified (b=2, no biases)."""
+    """Random-weight open_clip `name` (tiny config when quick, rescaled by `rescale_random_weights_` so
+    that the explanation and zero-shot rows get non-zero B = 2 embeddings), bcosified (b=2, no biases)."""
     overrides = QUICK_OVERRIDES.get(name, {}) if quick else {}
     clip, _, tokenizer = load_clip(name, None, **overrides)
-    clip = clip.to(device)
+    clip = rescale_random_weights_(clip).to(device)
     bcos = bcosify(clip, b=2.0, bias=False).to(device)
     is_rn = not hasattr(clip.visual, "transformer")
     ms = ModelSet(name, clip, bcos, device, channels_last=is_rn, tokenizer=tokenizer)
