@@ -23,6 +23,7 @@ from bcos_clip.explain.sheet import explanation_sheet, pair_panel
 from bcos_clip.explain.visualize import save_png
 from bcos_clip.models import resolve_model
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.models.text import CLIP_LOGIT_SCALE
 from bcos_clip.runtime.device import pick_device
 
 
@@ -70,7 +71,7 @@ def slug(text: str, limit: int = 40) -> str:
 
 def scores_json(e: Explanation, image_paths: Sequence[str], templates: List, model: str) -> Dict[str, object]:
     """Cosines, their softmax(100 cos) over the prompts, bias and the completeness check, per image."""
-    probs = (100.0 * e.scores).softmax(-1)
+    probs = (CLIP_LOGIT_SCALE * e.scores).softmax(-1)
     return {"model": model, "prompts": e.prompts, "templates": [str(t) for t in templates],
             "images": [{"path": str(p), "scores": [float(s) for s in e.scores[n]],
                         "probs": [float(s) for s in probs[n]], "bias": [float(b) for b in e.bias[n]]}

@@ -8,19 +8,18 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from bcos_clip.data.readers.wds import clean_dataset_name, open_wds_benchmark
 from bcos_clip.explain.baselines import ATTRIBUTIONS
 from bcos_clip.explain.jacobian import require_bcos
-from bcos_clip.explain.pointing import grid_pointing_game, select_confident
+from bcos_clip.explain.pointing import collect_confident, grid_pointing_game
 from bcos_clip.explain.pointing_report import example_picture, histogram_picture
 from bcos_clip.explain.prompts import prompt_embeddings, resolve_templates
 from bcos_clip.explain.visualize import save_png
-from bcos_clip.models import EmbeddingWatch, resolve_model
+from bcos_clip.models import resolve_model
 from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.runtime.device import pick_device
 
@@ -49,32 +48,6 @@ class LocalizeConfig:
     batch_size: int = 4
     n_examples: int = 4
     device: Optional[str] = None
-
-
-def collect_confident(model: torch.nn.Module, dataset: torch.utils.data.IterableDataset, class_text: torch.Tensor,
-                      per_class: int, max_images: Optional[int] = None, threshold: float = 0.5,
-                      batch_size: int = 64) -> Dict[int, torch.Tensor]:
-    """Read (image (3, H, W) in [0, 1], label, ...) samples and keep up to `per_class` correctly and
-    confidently classified images per class, as uint8 (M_c, 3, H, W). Stops when every class is full
-    or after `max_images` samples; a zero or non-finite image embedding raises DegenerateEmbeddingError."""
-    n_classes = class_text.shape[0]
-    kept: Dict[int, List[torch.Tensor]] = {}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    seen = 0
-    watch = EmbeddingWatch(model, "selecting confident images")
-    for batch in tqdm(loader, desc="selecting confident images", leave=False):
-        images, labels = batch[0], batch[1]  # (image, target[, order key]) samples
-        ok = select_confident(model, images, labels, class_text, threshold, batch_size, watch)
-        for img, lab in zip(images[ok], labels[ok]):
-            bucket = kept.setdefault(int(lab), [])
-            if len(bucket) < per_class:
-                bucket.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
-        seen += len(labels)
-        full = len(kept) == n_classes and all(len(v) >= per_class for v in kept.values())
-        if full or (max_images is not None and seen >= max_images):
-            break
-    log.info("read %d images; %d confident ones in %d classes", seen, sum(map(len, kept.values())), len(kept))
-    return {c: torch.stack(v) for c, v in kept.items()}
 
 
 def _check_method(model: torch.nn.Module, method: str) -> None:

@@ -16,8 +16,7 @@ from PIL import Image
 
 from bcos_clip.data.readers.wds import open_wds_benchmark
 from bcos_clip.data.shapes.writer import WorldPaths
-from bcos_clip.apps.localize import collect_confident
-from bcos_clip.explain.pointing import PointingGameResult, grid_pointing_game, select_confident
+from bcos_clip.explain.pointing import PointingGameResult, collect_confident, grid_pointing_game, select_confident
 from bcos_clip.explain.pointing_report import example_picture
 from bcos_clip.explain.prompts import prompt_embeddings
 from bcos_clip.explain.sheet import captioned, vstack

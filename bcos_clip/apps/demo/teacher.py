@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.models import load_clip
+from bcos_clip.models.text import CLIP_LOGIT_SCALE
 from bcos_clip.runtime.resources import CONFIGS, resource_file
 from bcos_clip.runtime.runfiles import world_args
 from bcos_clip.train.optim import lr_at, set_lr
@@ -51,7 +52,7 @@ ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "vit": dict(steps=1000, lr=1e-3, warmup=50, weight_decay=0.1),
 }
 QUICK_STEPS = 70
-MAX_LOGIT_SCALE = math.log(100.0)
+MAX_LOGIT_SCALE = math.log(CLIP_LOGIT_SCALE)  # CLIP clamps its learned temperature here
 
 
 @dataclass(frozen=True)
