@@ -14,18 +14,8 @@ import numpy as np
 from PIL import Image
 
 from bcos_clip.data.shapes.world import render_scene, train_sample
+from bcos_clip.evaluation.plot import NEUTRAL, PALETTE, pyplot, rgb01
 from bcos_clip.explain.sheet import captioned, hstack, upscale, vstack
-
-COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _wrap(text: str, width: int = 26, n_lines: int = 4) -> List[str]:
@@ -57,14 +47,14 @@ def world_samples(seed: int, size: int, path: Path, n: int = 8, per_row: int = 4
 
 def pointing_chart(methods: Mapping[str, Mapping[str, float]], path: Path, chance: float) -> Path:
     """Horizontal bars: mean score per method (label from each entry's "label"), ± sem, chance line."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(methods)
     means = [100 * methods[m]["mean"] for m in names]
     errs = [100 * methods[m].get("sem", 0.0) for m in names]
     fig, ax = plt.subplots(figsize=(7.0, 0.55 * len(names) + 1.4))
     y = np.arange(len(names))[::-1]
-    colours = [COLOURS[0] if methods[m].get("model") == "student" else "#9aa5b1" for m in names]
-    ax.barh(y, means, xerr=errs, color=colours, capsize=3)
+    colors = [rgb01(PALETTE[0] if methods[m].get("model") == "student" else NEUTRAL) for m in names]
+    ax.barh(y, means, xerr=errs, color=colors, capsize=3)
     for yi, v, e in zip(y, means, errs):
         ax.text(v + e + 1.5, yi, f"{v:.1f}", va="center", fontsize=9)
     ax.axvline(100 * chance, color="black", linestyle="--", linewidth=1)
@@ -81,7 +71,7 @@ def pointing_chart(methods: Mapping[str, Mapping[str, float]], path: Path, chanc
 
 def loss_chart(rows: Mapping[str, Mapping[str, Optional[float]]], chance: Mapping[str, float], path: Path) -> Path:
     """Grouped bars: {model label: {group: zero-shot mean}}; a chance tick per group."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(chance)
     labels = list(rows)
     width = 0.8 / max(len(labels), 1)
@@ -89,7 +79,7 @@ def loss_chart(rows: Mapping[str, Mapping[str, Optional[float]]], chance: Mappin
     x = np.arange(len(groups))
     for j, label in enumerate(labels):
         vals = [100 * (rows[label].get(g) or 0.0) for g in groups]
-        ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=label, color=COLOURS[j % len(COLOURS)])
+        ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=label, color=rgb01(PALETTE[j % len(PALETTE)]))
     for i, g in enumerate(groups):
         ax.hlines(100 * chance[g], i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1)
     ax.set_xticks(x)
@@ -106,12 +96,12 @@ def loss_chart(rows: Mapping[str, Mapping[str, Optional[float]]], chance: Mappin
 
 def loss_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> Path:
     """One panel per distillation loss: its training loss over steps (the scales differ per loss)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.6), squeeze=False)
     for ax, (name, rows) in zip(axes[0], curves.items()):
         steps = [r["step"] for r in rows if isinstance(r.get("loss"), (int, float))]
         losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
-        ax.plot(steps, losses, color=COLOURS[0])
+        ax.plot(steps, losses, color=rgb01(PALETTE[0]))
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)

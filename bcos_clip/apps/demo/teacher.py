@@ -52,6 +52,8 @@ ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "vit": dict(steps=1000, lr=1e-3, warmup=50, weight_decay=0.1),
 }
 QUICK_STEPS = 70
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 MAX_LOGIT_SCALE = math.log(CLIP_LOGIT_SCALE)  # CLIP clamps its learned temperature here
 
 
@@ -112,14 +114,18 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """Weight decay on matrices only (not on gains, biases, embeddings' scale or the logit scale)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        plain = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if plain else decay).append(p)
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW groups chosen by shape and module type, not by name: weight decay on the matrices and kernels
+    (parameters with >= 2 dimensions: linear, conv and attention projections, embeddings) of any module
+    but a normalisation layer; none on vectors and scalars (biases, norm gains, the class token, the
+    logit scale)."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (decay if p.ndim >= 2 and not isinstance(module, NORM_LAYERS) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -134,7 +140,7 @@ def _normalizer(model: nn.Module) -> Callable[[Tensor], Tensor]:
 def _train_loop(model: nn.Module, images: Tensor, tokens: Tensor, cfg: TeacherConfig) -> List[dict]:
     """AdamW + warm-up/cosine over random batches; returns the per-step log."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
                                   eps=1e-6)
     normalize = _normalizer(model)
     n, order, pos = images.shape[0], torch.empty(0, dtype=torch.long), 0
@@ -225,4 +231,4 @@ def pretrain_teacher(world: WorldPaths, out_dir: Union[str, os.PathLike], *, arc
 
 
 __all__ = ["ARCH_CONFIGS", "ARCH_DEFAULTS", "QUICK_STEPS", "TeacherConfig", "config_path",
-           "contrastive_loss", "load_caption_shards", "pretrain_teacher"]
+           "contrastive_loss", "load_caption_shards", "param_groups", "pretrain_teacher"]
