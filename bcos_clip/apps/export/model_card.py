@@ -9,6 +9,8 @@ import json
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from bcos_clip.models.loading import hub_model_id
+
 # the headline metric of a result record, in order of preference
 MAIN_METRICS = ("acc1", "mean_average_precision", "image_retrieval_recall@5", "text_retrieval_recall@5",
                 "mean_per_class_recall")
@@ -24,19 +26,6 @@ SPEC_NOTES = {
     "official_c_proj": "paper compatibility: RN attention-pool c_proj acts as a plain linear",
     "official_v_proj": "paper compatibility: RN attention-pool v_proj is a plain linear",
 }
-
-
-def base_model_id(name: Optional[str], pretrained: Optional[str]) -> Optional[str]:
-    """The Hugging Face hub id of an open_clip (name, tag) teacher, when open_clip knows one."""
-    if not name or not pretrained:
-        return None
-    try:
-        import open_clip
-        cfg = open_clip.get_pretrained_cfg(str(name).replace("/", "-"), str(pretrained)) or {}
-    except Exception:  # unknown names / tags simply have no hub id
-        return None
-    hub = cfg.get("hf_hub") or ""
-    return hub.strip("/") or None
 
 
 def _fmt(value: Any) -> str:
@@ -65,7 +54,7 @@ def _front_matter(config: Dict[str, Any], license: Optional[str]) -> str:
     src = config.get("source", {})
     lines = ["---", "library_name: bcos_clip", "pipeline_tag: zero-shot-image-classification",
              "tags:", "- clip", "- b-cos", "- interpretability", "- explainability"]
-    base = base_model_id(src.get("name"), src.get("pretrained"))
+    base = hub_model_id(src.get("name"), src.get("pretrained"))
     if base:
         lines.append(f"base_model: {base}")
     if license:

@@ -153,13 +153,20 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
                hosts: Sequence[str] = ("*",)) -> FastAPI:
     """The explorer app around an ExplainEngine. `examples`: name -> image path (from list_examples)."""
     examples = dict(examples or {})
-    page = {name: _static(name) for name in ("index.html", *STATIC_FILES)}
     app = FastAPI(title="bcos-clip serve", description="B-cos CLIP explanation explorer",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=limits.body_bytes())
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     app.add_middleware(JsonErrors)
     app.add_middleware(SecurityHeaders)
+    _add_error_handlers(app)
+    _add_pages(app, engine, limits, examples)
+    _add_explain_routes(app, engine, limits)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad requests as their 4xx JSON line; anything else as a 500 JSON line (the traceback stays in the log)."""
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -171,6 +178,11 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
         # this answer, so the server logs its traceback.
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
                             status_code=500)
+
+
+def _add_pages(app: FastAPI, engine: ExplainEngine, limits: Limits, examples: Dict[str, Path]) -> None:
+    """The page, its static files, /health and the example images."""
+    page = {name: _static(name) for name in ("index.html", *STATIC_FILES)}
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -199,6 +211,10 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
         media = "image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else f"image/{path.suffix.lower()[1:]}"
         return Response(data, media_type=media)
 
+
+def _add_explain_routes(app: FastAPI, engine: ExplainEngine, limits: Limits) -> None:
+    """POST /explain (JSON) and POST /sheet (a PNG) of one image and its prompts."""
+
     @app.post("/explain")
     async def explain(request: Request) -> Dict[str, Any]:
         req = await parse_request(request, engine, limits)
@@ -212,5 +228,3 @@ def create_app(engine: ExplainEngine, limits: Limits = Limits(), examples: Optio
         png = await run_in_threadpool(sheet_png, result)
         return Response(png, media_type="image/png",
                         headers={"content-disposition": f'attachment; filename="bcos-clip-{result.image_id[:12]}.png"'})
-
-    return app
