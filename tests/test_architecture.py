@@ -218,6 +218,17 @@ def size_problems(modules: Dict[str, Path]) -> List[str]:
     return problems
 
 
+def private_imports(modules: Dict[str, Path]) -> List[str]:
+    """``from bcos_clip.x import _name`` in another module: a private name used across modules."""
+    problems = []
+    for source, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(TOP)):
+                problems += [f"{source} (line {node.lineno}) imports the private {a.name} from {node.module}"
+                             for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return problems
+
+
 @pytest.fixture(scope="module")
 def modules() -> Dict[str, Path]:
     return all_modules()
@@ -246,6 +257,11 @@ def test_model_libraries_and_bottom_layers_import_only_what_they_may(modules):
     assert not problems, "\n".join(problems)
 
 
+def test_private_names_stay_in_their_module(modules):
+    problems = private_imports(modules)
+    assert not problems, "\n".join(problems)
+
+
 def test_files_and_functions_are_small(modules):
     problems = size_problems(modules)
     assert not problems, "\n".join(problems)
@@ -269,6 +285,7 @@ def test_checks_catch_wrong_direction_peers_lazy_imports_and_cycles(tmp_path):
         "models/__init__.py": "", "models/thing.py": "from bcos_clip.nn import layer\n",
         "train/__init__.py": "", "train/loop.py": "from bcos_clip.explain import core\n",
         "explain/__init__.py": "", "explain/core.py": "import importlib\nimportlib.import_module('bcos_clip.cli')\n",
+        "explain/other.py": "from bcos_clip.explain.core import _helper\n",
         "cli/__init__.py": "",
     })
     problems = "\n".join(layer_problems(internal_imports(mods)))
@@ -276,6 +293,8 @@ def test_checks_catch_wrong_direction_peers_lazy_imports_and_cycles(tmp_path):
     assert "train and explain are peers" in problems
     assert "bcos_clip.explain.core (line 2) imports bcos_clip.cli: against the direction" in problems
     assert cycles(internal_imports(mods)) == [["bcos_clip.models.thing", "bcos_clip.nn.layer"]]
+    assert private_imports(mods) == ["bcos_clip.explain.other (line 1) imports the private _helper from "
+                                     "bcos_clip.explain.core"]
 
 
 def test_checks_catch_long_files_and_functions_and_model_libraries(tmp_path):
