@@ -14,8 +14,10 @@ imported by their own names: ``from bcos_clip import nn`` is an import of ``bcos
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
@@ -36,6 +38,10 @@ BOTTOM_THIRD_PARTY = {"runtime": ("torch", "yaml"), "nn": ("torch", "triton")}
 # One of each: these libraries are read in one module only (cli/errors names yaml's exception class).
 SINGLE_HOMES = {"yaml": ("bcos_clip.runtime.yaml_io", "bcos_clip.cli.errors"),
                 "importlib.resources": ("bcos_clip.runtime.resources",)}
+# One spelling for identifiers: American (as torch, open_clip and CLIP_benchmark write them). Strings, such
+# as the "colour" view name or the --no-colour alias, and prose are not identifiers.
+BRITISH = ("colour", "normalis", "grey", "centre", "behaviour", "initialis", "optimis", "summaris", "serialis",
+           "visualis", "favour", "neighbour", "licence", "catalogue")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -229,6 +235,15 @@ def private_imports(modules: Dict[str, Path]) -> List[str]:
     return problems
 
 
+def british_identifiers(modules: Dict[str, Path]) -> List[str]:
+    problems = []
+    for source, path in modules.items():
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+            if tok.type == tokenize.NAME and any(b in tok.string.lower() for b in BRITISH):
+                problems.append(f"{source} (line {tok.start[0]}): {tok.string} (identifiers are spelled American)")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def modules() -> Dict[str, Path]:
     return all_modules()
@@ -262,6 +277,11 @@ def test_private_names_stay_in_their_module(modules):
     assert not problems, "\n".join(problems)
 
 
+def test_identifiers_have_one_spelling(modules):
+    problems = british_identifiers(modules)
+    assert not problems, "\n".join(problems)
+
+
 def test_files_and_functions_are_small(modules):
     problems = size_problems(modules)
     assert not problems, "\n".join(problems)
@@ -285,7 +305,7 @@ def test_checks_catch_wrong_direction_peers_lazy_imports_and_cycles(tmp_path):
         "models/__init__.py": "", "models/thing.py": "from bcos_clip.nn import layer\n",
         "train/__init__.py": "", "train/loop.py": "from bcos_clip.explain import core\n",
         "explain/__init__.py": "", "explain/core.py": "import importlib\nimportlib.import_module('bcos_clip.cli')\n",
-        "explain/other.py": "from bcos_clip.explain.core import _helper\n",
+        "explain/other.py": "from bcos_clip.explain.core import _helper\ncolour = 'colour'\n",
         "cli/__init__.py": "",
     })
     problems = "\n".join(layer_problems(internal_imports(mods)))
@@ -293,6 +313,8 @@ def test_checks_catch_wrong_direction_peers_lazy_imports_and_cycles(tmp_path):
     assert "train and explain are peers" in problems
     assert "bcos_clip.explain.core (line 2) imports bcos_clip.cli: against the direction" in problems
     assert cycles(internal_imports(mods)) == [["bcos_clip.models.thing", "bcos_clip.nn.layer"]]
+    assert british_identifiers(mods) == ["bcos_clip.explain.other (line 2): colour (identifiers are spelled "
+                                         "American)"]
     assert private_imports(mods) == ["bcos_clip.explain.other (line 1) imports the private _helper from "
                                      "bcos_clip.explain.core"]
 

@@ -251,8 +251,8 @@ def test_teacher_from_config_and_weights(model_dir, tiny_rn, tmp_path):
         build_methods(ServeConfig(model=str(tmp_path / "nope")), torch.device("cpu"))
 
 
-def test_bcos_method_without_colour_serves_overlays(model_dir):
-    engine = ExplainEngine([BcosMethod(bcos_clip.load(model_dir).eval(), colour=False)])
+def test_bcos_method_without_color_serves_overlays(model_dir):
+    engine = ExplainEngine([BcosMethod(bcos_clip.load(model_dir).eval(), color=False)])
     with TestClient(create_app(engine)) as c:
         body = c.post("/explain", **upload(png(1), ["a red circle"])).json()
     assert body["results"][0]["explanation_kind"] == "overlay" and body["is_bcos"]

@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=port, default=8000, help="port to listen on")
     p.add_argument("--examples", default=None, help="a folder of images offered as examples on the page")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--no-colour", dest="colour", action="store_false",
+    p.add_argument("--no-color", "--no-colour", dest="color", action="store_false",
                    help="heat maps only: do not keep the per-channel weights colour explanations need "
                         "(6x less memory per cached image)")
     p.add_argument("--strategy", choices=["tensor", "prompts"], default="tensor",
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                     max_prompts=args.max_prompts)
     config = ServeConfig(model=args.model, teacher=args.teacher, teacher_pretrained=args.teacher_pretrained,
                          baselines=tuple(args.baseline), host=args.host, port=args.port, examples=args.examples,
-                         device=args.device, colour=args.colour, strategy=args.strategy,
+                         device=args.device, color=args.color, strategy=args.strategy,
                          cache_entries=args.cache_size, cache_mb=args.cache_mb, limits=limits)
     serve(config)
     return 0

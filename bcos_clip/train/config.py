@@ -181,7 +181,7 @@ def check_option(name: str, value: Any) -> Any:
     return value
 
 
-def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
+def normalize_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
     """``-`` -> ``_`` in keys; unknown keys raise naming ``where``."""
     out = {}
     for key, value in values.items():
@@ -204,7 +204,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     data = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of options at the top level")
-    return _checked(normalise_keys(data, f"--config {path}"), f"--config {path}")
+    return _checked(normalize_keys(data, f"--config {path}"), f"--config {path}")
 
 
 def _checked(values: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -220,7 +220,7 @@ def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> T
     ``--epochs`` given on the command line drops a YAML ``steps`` and vice versa.
     """
     values = read_yaml(yaml_path) if yaml_path else {}
-    flags = normalise_keys(flags, "command line")
+    flags = normalize_keys(flags, "command line")
     if "epochs" in flags and flags["epochs"] is not None:
         values.pop("steps", None)
     if "steps" in flags and flags["steps"] is not None:
@@ -240,7 +240,7 @@ def load_config_json(path: Path) -> TrainConfig:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of training options")
-    values = _checked(normalise_keys(data, str(path)), str(path))
+    values = _checked(normalize_keys(data, str(path)), str(path))
     missing = [n for n in REQUIRED if n not in values]
     if missing:
         raise ValueError(f"{path}: missing option(s) {', '.join(missing)}")

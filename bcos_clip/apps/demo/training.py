@@ -18,7 +18,7 @@ from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.runtime.hashing import file_digest
 from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import TrainConfig, train
-from bcos_clip.train.config import normalise_keys
+from bcos_clip.train.config import normalize_keys
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def distill_config(world: WorldPaths, teacher: Dict[str, str], output: Path, set
                    seed: int, device: str, loss: Optional[str] = None,
                    steps: Optional[int] = None) -> TrainConfig:
     """The TrainConfig of one student: the ``distill`` settings, optionally another loss / step count."""
-    values = normalise_keys(settings, "demo settings 'distill'")
+    values = normalize_keys(settings, "demo settings 'distill'")
     if loss is not None:
         values["loss"] = loss
     if steps is not None:

@@ -128,7 +128,7 @@ class ExplainEngine:
             self.states.put(key, state)  # (re)insert: a per-prompt state grows with each new prompt
             if key not in self.states and self.states.max_entries > 0:
                 log.warning("the state of one image (%.1f MiB) exceeds the image cache budget: not cached "
-                            "(raise --cache-mb, or --no-colour to keep 6x less)", nbytes(state) / 2**20)
+                            "(raise --cache-mb, or --no-color to keep 6x less)", nbytes(state) / 2**20)
         log.debug("explain %s K=%d hit=%s %s", method.name, len(request.prompts), hit, timings)
         return ExplainResult(image_id=image_id, method=method.name, method_label=method.label,
                              is_bcos=method.is_bcos, prompts=list(request.prompts), template=request.template,

@@ -63,22 +63,22 @@ class BcosMethod:
 
     is_bcos = True
 
-    def __init__(self, model: BcosCLIP, colour: bool = True, d_chunk: int = 64) -> None:
+    def __init__(self, model: BcosCLIP, color: bool = True, d_chunk: int = 64) -> None:
         self.model = model
-        self.colour = colour
+        self.color = color
         self.d_chunk = d_chunk
         self.name = "bcos"
         self.label = f"B-cos student ({model.name})"
 
     def prepare(self, images: torch.Tensor) -> Any:
         try:  # the explanation's own pass refuses a degenerate embedding
-            return image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.colour)
+            return image_contributions(self.model, images, d_chunk=self.d_chunk, keep_weights=self.color)
         except DegenerateEmbeddingError:
             raise degenerate_answer(self.label) from None
 
     def explain(self, state: Any, text: torch.Tensor, prompts: Sequence[str]) -> Explanation:
         with torch.no_grad():
-            return state.explain(text, prompts=list(prompts), return_weights=self.colour)
+            return state.explain(text, prompts=list(prompts), return_weights=self.color)
 
 
 @dataclass
@@ -120,9 +120,9 @@ class BcosPromptsMethod:
 
     is_bcos = True
 
-    def __init__(self, model: BcosCLIP, colour: bool = True) -> None:
+    def __init__(self, model: BcosCLIP, color: bool = True) -> None:
         self.model = model
-        self.colour = colour
+        self.color = color
         self.name = "bcos"
         self.label = f"B-cos student ({model.name})"
 
@@ -131,7 +131,7 @@ class BcosPromptsMethod:
 
     def _compute(self, images: torch.Tensor, text: torch.Tensor) -> Explanation:
         try:
-            return explain(self.model, images, text, return_weights=self.colour, method="prompts")
+            return explain(self.model, images, text, return_weights=self.color, method="prompts")
         except DegenerateEmbeddingError:
             raise degenerate_answer(self.label) from None
 
@@ -168,12 +168,12 @@ class BaselineMethod:
 STRATEGIES = {"tensor": BcosMethod, "prompts": BcosPromptsMethod}
 
 
-def bcos_method(model: BcosCLIP, strategy: str = "tensor", colour: bool = True) -> Method:
+def bcos_method(model: BcosCLIP, strategy: str = "tensor", color: bool = True) -> Method:
     """The student's method for a per-image strategy: "tensor" (contribution tensor, then an einsum a
     prompt) or "prompts" (one Jacobian row per new prompt)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    return STRATEGIES[strategy](model, colour=colour)
+    return STRATEGIES[strategy](model, color=color)
 
 
 def baseline_methods(teacher: torch.nn.Module, names: Sequence[str] = ()) -> List[BaselineMethod]:

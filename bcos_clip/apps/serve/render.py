@@ -16,14 +16,14 @@ from PIL import Image
 from bcos_clip.apps.serve.engine import ExplainResult
 from bcos_clip.apps.serve.io import b64, png_bytes
 from bcos_clip.explain.sheet import VIEWS, captioned, hstack, upscale, vstack
-from bcos_clip.explain.visualize import colour_explanation, heatmap, image_array, overlay, to_pil
+from bcos_clip.explain.visualize import color_explanation, heatmap, image_array, overlay, to_pil
 
 
 def _explanation_picture(result: ExplainResult, k: int) -> Dict[str, Any]:
     e = result.explanation
     if e.weights is not None:
         return {"explanation_kind": "colour",
-                "explanation_png": b64(png_bytes(colour_explanation(e.weights[0, k], e.images[0])))}
+                "explanation_png": b64(png_bytes(color_explanation(e.weights[0, k], e.images[0])))}
     return {"explanation_kind": "overlay",
             "explanation_png": b64(png_bytes(overlay(e.images[0], e.contributions[0, k])))}
 

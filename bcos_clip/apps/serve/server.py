@@ -49,7 +49,7 @@ class ServeConfig:
     port: int = 8000
     examples: Optional[str] = None
     device: Optional[str] = None
-    colour: bool = True
+    color: bool = True
     strategy: str = "tensor"
     cache_entries: int = 16
     cache_mb: float = 2048.0
@@ -69,7 +69,7 @@ def load_student(model: str, device: torch.device) -> BcosCLIP:
 
 def build_methods(config: ServeConfig, device: torch.device) -> List[Method]:
     """The B-cos student first (the default), then the teacher's baselines if a teacher is given."""
-    methods: List[Method] = [bcos_method(load_student(config.model, device), config.strategy, config.colour)]
+    methods: List[Method] = [bcos_method(load_student(config.model, device), config.strategy, config.color)]
     if config.teacher:
         teacher = resolve_model(config.teacher, config.teacher_pretrained).to(device).eval()
         if getattr(teacher, "is_bcos", False):

@@ -105,12 +105,12 @@ def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
 def sample_background(rng: np.random.Generator, *, heavy_noise: bool = False) -> Background:
     """A low-contrast grey-ish texture; ``heavy_noise`` gives a light paper with strong pixel noise."""
     if heavy_noise:
-        grey = rng.uniform(150, 205)
-        base = tuple(float(grey + rng.uniform(-8, 8)) for _ in range(3))
+        gray = rng.uniform(150, 205)
+        base = tuple(float(gray + rng.uniform(-8, 8)) for _ in range(3))
         post = float(rng.uniform(16, 24))
     else:
-        grey = rng.uniform(85, 165)
-        base = tuple(float(grey + rng.uniform(-15, 15)) for _ in range(3))
+        gray = rng.uniform(85, 165)
+        base = tuple(float(gray + rng.uniform(-15, 15)) for _ in range(3))
         post = 0.0
     return Background(
         kind=str(rng.choice(["noise", "stripes"])),
