@@ -251,3 +251,19 @@ def test_unknown_or_missing_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class sub-folders"):
         open_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+def test_every_reader_is_a_benchmark_reader(tmp_path):
+    """wds/, folder: (and hf: where `datasets` is installed) open behind the one BenchmarkReader protocol."""
+    from bcos_clip.data.readers.protocol import KINDS, BenchmarkReader
+    from bcos_clip.data.readers.registry import open_dataset
+    from tests._train_data import write_wds_classification
+
+    wds_root = write_wds_classification(tmp_path / "wds_toy", n=4)
+    folder = tmp_path / "folder" / "test"
+    for c in ("cat", "dog"):
+        (folder / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / c / "0.png")
+    for reader in (open_dataset("wds/toy", wds_root), open_dataset(f"folder:{tmp_path / 'folder'}")):
+        assert isinstance(reader, BenchmarkReader) and reader.kind in KINDS
+        assert reader.has_split("test") and len(list(reader.torch_dataset("test", lambda im: im))) >= 2

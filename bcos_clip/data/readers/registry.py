@@ -1,21 +1,22 @@
 """Dataset specs -> readers: ``wds/<name>`` (or a bare ``<name>``, as suites write it) under
 ``--dataset_root``, ``hf:<path>`` and ``folder:<path>``.
 
-Every reader returns an object with ``name``, ``root``, ``classnames`` (None for retrieval),
-``templates``, ``kind`` (classification | multilabel | retrieval), ``has_split(split)`` and
-``torch_dataset(split, transform, rank, world_size)``.
+Every reader is a :class:`~bcos_clip.data.readers.protocol.BenchmarkReader`: ``name``, ``root``,
+``classnames`` (None for retrieval), ``templates``, ``kind`` (classification | multilabel | retrieval),
+``has_split(split)`` and ``torch_dataset(split, transform, rank, world_size)``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from bcos_clip.data.readers.wds import clean_dataset_name, open_wds_benchmark
 from bcos_clip.data.readers.hf import open_hf_benchmark
+from bcos_clip.data.readers.protocol import BenchmarkReader
 from bcos_clip.data.readers.folder import open_image_folder
 
 
-def _open_wds(rest: str, dataset_root: Optional[str]) -> Any:
+def _open_wds(rest: str, dataset_root: Optional[str]) -> BenchmarkReader:
     if not dataset_root:
         raise ValueError(f"dataset wds/{rest}: --dataset_root is required for wds datasets")
     return open_wds_benchmark(f"wds/{rest}", dataset_root)
@@ -28,7 +29,7 @@ def _with_root(path: str, dataset_root: Optional[str]) -> str:
     return str(Path(dataset_root) / path)
 
 
-READERS: Dict[str, Callable[[str, Optional[str]], Any]] = {
+READERS: Dict[str, Callable[[str, Optional[str]], BenchmarkReader]] = {
     "wds": _open_wds,
     "hf": lambda rest, root: open_hf_benchmark(_with_root(rest, root)),
     "folder": lambda rest, root: open_image_folder(_with_root(rest, root)),
@@ -59,7 +60,7 @@ def dataset_name(spec: str) -> str:
     return Path(rest.rstrip("/")).name
 
 
-def open_dataset(spec: str, dataset_root: Optional[str] = None) -> Any:
+def open_dataset(spec: str, dataset_root: Optional[str] = None) -> BenchmarkReader:
     """Open the reader for ``spec`` (no network; a missing folder is a FileNotFoundError)."""
     kind, rest = parse_spec(spec)
     return READERS[kind](rest, dataset_root)
