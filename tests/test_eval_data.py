@@ -254,7 +254,7 @@ def test_unknown_or_missing_dataset(tmp_path):
 
 
 def test_every_reader_is_a_benchmark_reader(tmp_path):
-    """wds/, folder: (and hf: where `datasets` is installed) open behind the one BenchmarkReader protocol."""
+    """wds/, hf: and folder: datasets open as the one BenchmarkReader interface."""
     from bcos_clip.data.readers.protocol import KINDS, BenchmarkReader
     from bcos_clip.data.readers.registry import open_dataset
     from tests._train_data import write_wds_classification
@@ -264,6 +264,8 @@ def test_every_reader_is_a_benchmark_reader(tmp_path):
     for c in ("cat", "dog"):
         (folder / c).mkdir(parents=True)
         Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / c / "0.png")
-    for reader in (open_dataset("wds/toy", wds_root), open_dataset(f"folder:{tmp_path / 'folder'}")):
-        assert isinstance(reader, BenchmarkReader) and reader.kind in KINDS
+    write_hf(tmp_path / "hfset")
+    for reader in (open_dataset("wds/toy", wds_root), open_dataset(f"folder:{tmp_path / 'folder'}"),
+                   open_dataset(f"hf:{tmp_path / 'hfset'}")):
+        assert isinstance(reader, BenchmarkReader) and reader.kind in KINDS and reader.classnames
         assert reader.has_split("test") and len(list(reader.torch_dataset("test", lambda im: im))) >= 2

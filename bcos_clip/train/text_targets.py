@@ -119,14 +119,19 @@ class TextTargets:
         return self._embed(distinct), own
 
 
-def read_classnames(path: str) -> List[str]:
+def _nonempty_lines(path: str, flag: str, what: str, missing: str) -> List[str]:
+    """The stripped, non-empty lines of a UTF-8 file; FileNotFoundError (``missing``) or ValueError naming ``flag``."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--classnames: {path} not found")
-    names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not names:
-        raise ValueError(f"--classnames {path}: no class names in the file")
-    return names
+        raise FileNotFoundError(missing)
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{flag} {path}: no {what} in the file")
+    return lines
+
+
+def read_classnames(path: str) -> List[str]:
+    return _nonempty_lines(path, "--classnames", "class names", f"--classnames: {path} not found")
 
 
 def resolve_prompts(classnames: Optional[str], templates: str) -> Tuple[List[str], list]:
@@ -137,13 +142,8 @@ def resolve_prompts(classnames: Optional[str], templates: str) -> Tuple[List[str
         names = read_classnames(classnames)
     if templates in TEMPLATE_SETS:
         return names, default_templates
-    p = Path(templates)
-    if not p.is_file():
-        raise FileNotFoundError(f"--templates {templates!r}: neither {TEMPLATE_SETS} nor a file")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"--templates {templates}: no templates in the file")
-    return names, lines
+    return names, _nonempty_lines(templates, "--templates", "templates",
+                                  f"--templates {templates!r}: neither {TEMPLATE_SETS} nor a file")
 
 
 def class_prompt_embeddings(model, classnames: Optional[str], templates: str,

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from bcos_clip.data.readers.protocol import BenchmarkReader
 from bcos_clip.data.readers.wds import (CLASSNAMES_FILE, DEFAULT_TEMPLATES, TEMPLATES_FILE,
                                           decode_image, read_lines)
 
@@ -48,16 +49,11 @@ def _list_split(split_dir: Path, folders: List[str]) -> List[Tuple[Path, int]]:
 
 
 @dataclass(frozen=True)
-class ImageFolderBenchmark:
+class ImageFolderBenchmark(BenchmarkReader):
     """Classification dataset read from class sub-folders."""
 
-    name: str
-    root: Path
-    classnames: List[str]
-    templates: List[str]
     split_dirs: Dict[str, Path] = field(repr=False)
     folders: List[str] = field(repr=False)
-    kind: str = "classification"
 
     def _dir(self, split: str) -> Path:
         for cand in SPLIT_DIRS.get(split, (split,)):
@@ -103,5 +99,5 @@ def open_image_folder(path: str) -> ImageFolderBenchmark:
         classnames = [f.replace("_", " ") for f in folders]
     tfile = root / TEMPLATES_FILE
     templates = read_lines(tfile) if tfile.is_file() else list(DEFAULT_TEMPLATES)
-    return ImageFolderBenchmark(name=root.name, root=root, classnames=classnames,
-                                templates=templates, split_dirs=split_dirs, folders=folders)
+    return ImageFolderBenchmark(name=root.name, root=root, classnames=classnames, templates=templates,
+                                kind="classification", split_dirs=split_dirs, folders=folders)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from bcos_clip.data.readers.protocol import BenchmarkReader
 from bcos_clip.data.readers.wds import (CLASSNAMES_FILE, DEFAULT_TEMPLATES, TEMPLATES_FILE,
                                           decode_image, read_lines)
 
@@ -128,14 +129,9 @@ class _HfSamples(torch.utils.data.Dataset):
 
 
 @dataclass(frozen=True)
-class HfBenchmark:
+class HfBenchmark(BenchmarkReader):
     """A local HF dataset: ``classnames`` (None for retrieval), ``templates``, ``kind``."""
 
-    name: str
-    root: Path
-    classnames: Optional[List[str]]
-    templates: List[str]
-    kind: str
     splits: Dict[str, Any] = field(repr=False)
     image_column: str = "image"
     target_column: str = "label"

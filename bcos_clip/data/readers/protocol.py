@@ -6,18 +6,23 @@ target an int (classification), a multi-hot float vector (multilabel) or a list 
 """
 from __future__ import annotations
 
+import abc
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol, runtime_checkable
+from typing import Callable, List, Optional
 
 import torch
 
 KINDS = ("classification", "multilabel", "retrieval")
 
 
-@runtime_checkable
-class BenchmarkReader(Protocol):
+@dataclass(frozen=True)
+class BenchmarkReader(abc.ABC):
     """One evaluation dataset: its name, folder, class names (None for retrieval), zero-shot templates
-    (``{c}`` for the class name), kind (one of ``KINDS``) and its splits as torch datasets."""
+    (``{c}`` for the class name), kind (one of ``KINDS``) and its splits as torch datasets.
+
+    The readers (``WdsBenchmark``, ``HfBenchmark``, ``ImageFolderBenchmark``) are frozen dataclasses
+    that add their own fields after these."""
 
     name: str
     root: Path
@@ -25,9 +30,11 @@ class BenchmarkReader(Protocol):
     templates: List[str]
     kind: str
 
+    @abc.abstractmethod
     def has_split(self, split: str) -> bool:
         """Whether ``split`` ("test", "train", ...) exists."""
 
+    @abc.abstractmethod
     def torch_dataset(self, split: str, transform: Callable, rank: int = 0,
                       world_size: int = 1) -> torch.utils.data.Dataset:
         """``split`` through ``transform`` (PIL -> (3, H, W) in [0, 1]); ``rank`` of ``world_size`` reads its part."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bcos_clip.data.readers.protocol import BenchmarkReader
 from bcos_clip.data.readers.tar_complete import tar_sample_count
 
 log = logging.getLogger(__name__)
@@ -132,18 +133,12 @@ class _WdsSamples(torch.utils.data.IterableDataset):
 
 
 @dataclass(frozen=True)
-class WdsBenchmark:
+class WdsBenchmark(BenchmarkReader):
     """One CLIP_benchmark ``wds`` dataset folder.
 
     ``classnames`` is None for retrieval datasets; ``kind`` is ``classification``, ``multilabel`` or
     ``retrieval`` (from ``dataset_type.txt`` or the first sample's target extension).
     """
-
-    name: str
-    root: Path
-    classnames: Optional[List[str]]
-    templates: List[str]
-    kind: str
 
     def has_split(self, split: str) -> bool:
         return (self.root / split).is_dir()
