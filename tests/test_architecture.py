@@ -208,31 +208,33 @@ def third_party_problems(modules: Dict[str, Path]) -> List[str]:
     return problems
 
 
-def size_problems(modules: Dict[str, Path]) -> List[str]:
-    problems = []
+def _parsed(path: Path) -> Tuple[str, ast.Module]:
+    text = path.read_text(encoding="utf-8")
+    return text, ast.parse(text, str(path))
+
+
+def _nodes(modules: Dict[str, Path], kinds: Tuple[type, ...]) -> Iterator[Tuple[str, ast.AST]]:
+    """(module, node) for every node of the given kinds in every module."""
     for source, path in modules.items():
-        text = path.read_text(encoding="utf-8")
-        n_lines = len(text.splitlines())
-        if n_lines > MAX_FILE_LINES:
-            problems.append(f"{source}: {n_lines} lines (at most {MAX_FILE_LINES})")
-        for node in ast.walk(ast.parse(text, str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                length = node.end_lineno - node.lineno + 1
-                if length > MAX_FUNCTION_LINES:
-                    problems.append(f"{source}.{node.name} (line {node.lineno}): {length} lines "
-                                    f"(at most {MAX_FUNCTION_LINES})")
-    return problems
+        yield from ((source, node) for node in ast.walk(_parsed(path)[1]) if isinstance(node, kinds))
+
+
+def size_problems(modules: Dict[str, Path]) -> List[str]:
+    lengths = {source: len(_parsed(path)[0].splitlines()) for source, path in modules.items()}
+    problems = [f"{source}: {n} lines (at most {MAX_FILE_LINES})" for source, n in lengths.items()
+                if n > MAX_FILE_LINES]
+    return problems + [f"{source}.{node.name} (line {node.lineno}): {node.end_lineno - node.lineno + 1} lines "
+                       f"(at most {MAX_FUNCTION_LINES})"
+                       for source, node in _nodes(modules, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
 
 
 def private_imports(modules: Dict[str, Path]) -> List[str]:
     """``from bcos_clip.x import _name`` in another module: a private name used across modules."""
-    problems = []
-    for source, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(TOP)):
-                problems += [f"{source} (line {node.lineno}) imports the private {a.name} from {node.module}"
-                             for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
-    return problems
+    return [f"{source} (line {node.lineno}) imports the private {a.name} from {node.module}"
+            for source, node in _nodes(modules, (ast.ImportFrom,))
+            if node.level or (node.module or "").startswith(TOP)
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
 
 
 def british_identifiers(modules: Dict[str, Path]) -> List[str]:
@@ -267,23 +269,11 @@ def test_no_import_cycles(imports):
     assert not found, "\n".join(f"import cycle among {len(c)} modules: {', '.join(c)}" for c in found)
 
 
-def test_model_libraries_and_bottom_layers_import_only_what_they_may(modules):
-    problems = third_party_problems(modules)
-    assert not problems, "\n".join(problems)
-
-
-def test_private_names_stay_in_their_module(modules):
-    problems = private_imports(modules)
-    assert not problems, "\n".join(problems)
-
-
-def test_identifiers_have_one_spelling(modules):
-    problems = british_identifiers(modules)
-    assert not problems, "\n".join(problems)
-
-
-def test_files_and_functions_are_small(modules):
-    problems = size_problems(modules)
+@pytest.mark.parametrize("check", [third_party_problems, private_imports, british_identifiers, size_problems],
+                         ids=["model libraries and bottom-layer imports", "private names stay in their module",
+                              "one spelling for identifiers", "small files and functions"])
+def test_every_module(modules, check):
+    problems = check(modules)
     assert not problems, "\n".join(problems)
 
 
