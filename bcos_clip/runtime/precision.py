@@ -1,12 +1,12 @@
-"""Numeric precision, open_clip's spellings: the one table for training, evaluation and benchmarks.
+"""Training precision (open_clip's spellings), also the one table of evaluation and benchmark forwards.
 
 - ``fp32``: no autocast.
 - ``amp``: float16 autocast + GradScaler on CUDA (on CPU: fp32, as float16 autocast is not useful there).
 - ``amp_bf16``: bfloat16 autocast (CPU or CUDA), fp32 weights.
-- ``bf16``: pure bfloat16 student weights and inputs (least memory; no fp32 master weights); training only.
+- ``bf16``: pure bfloat16 student weights and inputs (least memory; no fp32 master weights).
 
 Training resolves its ``--precision`` once (:func:`resolve_precision`); evaluation forwards take the
-name and wrap each batch in :func:`autocast` (``EVAL_PRECISIONS``).
+name and wrap each batch in :func:`autocast` (``EVAL_PRECISIONS``: pure bf16 weights are a training choice).
 """
 from __future__ import annotations
 
@@ -19,16 +19,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# name -> (autocast dtype, weight dtype, GradScaler)
-_TABLE = {
-    "fp32": (None, torch.float32, False),
-    "amp": (torch.float16, torch.float32, True),
-    "amp_bf16": (torch.bfloat16, torch.float32, False),
-    "bf16": (None, torch.bfloat16, False),
-}
-PRECISIONS = tuple(_TABLE)
-EVAL_PRECISIONS = ("fp32", "amp", "amp_bf16")  # forwards only: pure bf16 weights are a training choice
-Device = Union[torch.device, str]
+PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
+EVAL_PRECISIONS = ("fp32", "amp", "amp_bf16")
 
 
 @dataclass(frozen=True)
@@ -50,31 +42,35 @@ class Precision:
         return torch.amp.GradScaler("cuda") if self.use_scaler else None
 
 
-def _resolve(name: str, device: Device, choices: Sequence[str]) -> Precision:
+def resolve_precision(name: str, device: Union[torch.device, str], choices: Sequence[str] = PRECISIONS,
+                      quiet: bool = False) -> Precision:
+    """The :class:`Precision` of ``name`` (one of ``choices``) on ``device``; ``quiet``: no log line."""
     if name not in choices:
         raise ValueError(f"--precision {name!r}: choose one of {', '.join(choices)}")
-    device_type = torch.device(device).type
-    if name == "amp" and device_type != "cuda":
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if name == "amp" and not cuda:
+        if not quiet:
+            log.info("--precision amp on CPU runs in fp32")
         name = "fp32"
-    autocast_dtype, weight_dtype, scaler = _TABLE[name]
-    return Precision(name, device_type, autocast_dtype, weight_dtype, scaler)
+    table = {
+        "fp32": (None, torch.float32, False),
+        "amp": (torch.float16, torch.float32, True),
+        "amp_bf16": (torch.bfloat16, torch.float32, False),
+        "bf16": (None, torch.bfloat16, False),
+    }
+    autocast_dtype, weight_dtype, scaler = table[name]
+    return Precision(name, device.type, autocast_dtype, weight_dtype, scaler)
 
 
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    """The :class:`Precision` of a training ``name`` (any of ``PRECISIONS``) on ``device``."""
-    if name == "amp" and device.type != "cuda":
-        log.info("--precision amp on CPU runs in fp32")
-    return _resolve(name, device, PRECISIONS)
-
-
-def effective_precision(name: str, device: Device) -> str:
+def effective_precision(name: str, device: Union[torch.device, str]) -> str:
     """What an evaluation forward actually runs: ``amp`` on CPU is ``fp32``."""
-    return _resolve(name, device, EVAL_PRECISIONS).name
+    return resolve_precision(name, device, EVAL_PRECISIONS, quiet=True).name
 
 
-def autocast(name: str, device: Device) -> ContextManager:
+def autocast(name: str, device: Union[torch.device, str]) -> ContextManager:
     """The autocast context of an evaluation ``name`` on ``device`` (a no-op for fp32)."""
-    return _resolve(name, device, EVAL_PRECISIONS).autocast()
+    return resolve_precision(name, device, EVAL_PRECISIONS, quiet=True).autocast()
 
 
 def teacher_dtype(device: torch.device) -> torch.dtype:

@@ -5,15 +5,14 @@ Three numbers of the same step (the training library's DistillTask with the `cos
   workers), the model switched off;
 - compute only: teacher forward + student step on a batch already on the device;
 - end to end: the stream feeding the step, as the training loop does.
-Synthetic JPEG shards (img2dataset-like: `.jpg` + `.txt`, `apps.bench.shards`) are written to a
-scratch folder first.
+Synthetic JPEG shards (img2dataset-like: `.jpg` + `.txt`) are written to a scratch folder first.
 """
 from __future__ import annotations
 
 import copy
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, List
 
 import torch
 
@@ -21,7 +20,7 @@ from bcos_clip.apps.bench.shards import write_caption_shards
 from bcos_clip.apps.bench.timing import Row, throughput, timed_once
 from bcos_clip.apps.bench.towers import ModelSet
 from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
-from bcos_clip.data.stream.sources import ShardSet, expand_train_spec
+from bcos_clip.data.stream.sources import expand_train_spec
 from bcos_clip.data.stream.transforms import CropSpec, to_unit_float
 from bcos_clip.models import PlainCLIP
 from bcos_clip.runtime.precision import resolve_precision, teacher_dtype
@@ -58,50 +57,47 @@ def _distill_step(ms: ModelSet) -> Callable[[torch.Tensor], None]:
     return step
 
 
-def _rates(ms: ModelSet, shardset: ShardSet, batch: int, steps: int, workers: int) -> List[float]:
-    """[data only, teacher + student step, end to end] images per second."""
+def e2e_rows(ms: ModelSet, batch: int, steps: int, workers: int, workdir: Path) -> List[Row]:
+    """Data-only, compute-only and end-to-end img/s of the distillation step (same run)."""
+    base: Row = {"section": "e2e", "model": ms.name, "batch": batch, "workers": workers}
+    spec = write_caption_shards(workdir / "shards", max(workers, 1), (steps + 3) * batch // max(workers, 1) + batch,
+                                ms.image_size + ms.image_size // 7)
+    shardset = expand_train_spec(spec)
     stream = StreamSpec(batch_size=batch, crop=CropSpec(size=ms.image_size), shuffle_buffer=256)
-    pin = ms.device.type == "cuda"
+    cuda = ms.device.type == "cuda"
     step = _distill_step(ms)
 
-    def loader() -> Iterator[Any]:  # started (and warmed up) outside the timed part
-        it = iter(make_epoch_loader(shardset, stream, 0, steps + 2, 0, workers, pin_memory=pin))
+    def loader() -> Any:
+        it = iter(make_epoch_loader(shardset, stream, 0, steps + 2, 0, workers, pin_memory=cuda))
         next(it), next(it)  # worker start-up and the first batches are not timed
         return it
 
     def to_device(b: Any) -> torch.Tensor:
         return to_unit_float(b["images"].to(ms.device, non_blocking=True))
 
-    def data_only(it: Iterator[Any]) -> int:
+    def data_only(it: Any) -> int:
         return sum(int(next(it)["images"].shape[0]) for _ in range(steps))
-
-    def end_to_end(it: Iterator[Any]) -> int:
-        for _ in range(steps):
-            step(to_device(next(it)))
-        return steps * batch
 
     def compute_only() -> int:
         for _ in range(steps):
             step(fixed)
         return steps * batch
 
+    def end_to_end(it: Any) -> int:
+        for _ in range(steps):
+            step(to_device(next(it)))
+        return steps * batch
+
+    def streamed(consume: Callable[[Any], int]) -> float:
+        it = loader()  # started (and warmed up) outside the timed part
+        return _imgs_per_s(lambda: consume(it), ms.device)
+
     fixed = to_device(next(iter(make_epoch_loader(shardset, stream, 0, 1, 0, 0))))
     for _ in range(2):
         step(fixed)
-    it = loader()
-    data = _imgs_per_s(lambda: data_only(it), ms.device)
+    data = streamed(data_only)
     compute = _imgs_per_s(compute_only, ms.device)
-    it = loader()
-    return [data, compute, _imgs_per_s(lambda: end_to_end(it), ms.device)]
-
-
-def e2e_rows(ms: ModelSet, batch: int, steps: int, workers: int, workdir: Path) -> List[Row]:
-    """Data-only, compute-only and end-to-end img/s of the distillation step (same run)."""
-    n_shards = max(workers, 1)
-    spec = write_caption_shards(workdir / "shards", n_shards, (steps + 3) * batch // n_shards + batch,
-                                ms.image_size + ms.image_size // 7)
-    data, compute, e2e = _rates(ms, expand_train_spec(spec), batch, steps, workers)
-    base: Row = {"section": "e2e", "model": ms.name, "batch": batch, "workers": workers}
+    e2e = streamed(end_to_end)
     rows = [dict(base, name=f"e2e/{ms.name}/{v}", variant=v, img_per_s=r, ms=batch * 1000.0 / r)
             for v, r in (("data only", data), ("teacher + student step", compute), ("end to end", e2e))]
     rows[-1]["ratio_vs_compute"] = e2e / compute
