@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bcos_clip.data.readers.wds import open_wds_benchmark, resolve_wds_root
-from bcos_clip.data.readers.hf import open_hf_benchmark
 from bcos_clip.data.readers.folder import open_image_folder
+from bcos_clip.data.readers.hf import open_hf_benchmark
 from bcos_clip.data.readers.registry import dataset_name, open_dataset, parse_spec
+from bcos_clip.data.readers.wds import open_wds_benchmark, resolve_wds_root
 from bcos_clip.evaluation.features import collate
 
 COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (240, 240, 240), (20, 20, 20), (200, 200, 30)]

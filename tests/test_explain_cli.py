@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import bcos_clip
-from bcos_clip.cli import main
 from bcos_clip.apps.explain_files import ExplainFilesConfig, explain_files
+from bcos_clip.cli import main
 from bcos_clip.explain.prompts import prompt_embeddings
 
 CLASSES = [f"{c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star", "triangle")]

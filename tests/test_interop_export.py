@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 import bcos_clip
-from bcos_clip.cli import main
 from bcos_clip.apps.export.hub_folder import export
+from bcos_clip.cli import main
 
 
 @pytest.fixture()

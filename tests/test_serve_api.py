@@ -16,11 +16,11 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import bcos_clip  # noqa: E402
-from bcos_clip.apps.serve.server import ServeConfig, build_app, build_engine, build_methods  # noqa: E402
 from bcos_clip.apps.serve.api import create_app  # noqa: E402
 from bcos_clip.apps.serve.engine import ExplainEngine  # noqa: E402
 from bcos_clip.apps.serve.io import Limits  # noqa: E402
 from bcos_clip.apps.serve.methods import BcosMethod, baseline_methods  # noqa: E402
+from bcos_clip.apps.serve.server import ServeConfig, build_app, build_engine, build_methods  # noqa: E402
 from bcos_clip.models import PlainCLIP, model_source  # noqa: E402
 
 

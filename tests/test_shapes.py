@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import webdataset as wds
 
+from bcos_clip.data.shapes.scene import ShapeObject
 from bcos_clip.data.shapes.world import (COLORS, COUNT_WORDS, DEMO_TASKS, QUADRANTS, SHAPES, TASK_BUILDERS,
                                    position_phrase, render_scene, sample_task_scene, task_classnames,
                                    task_templates, train_sample)
-from bcos_clip.data.shapes.scene import ShapeObject
 from bcos_clip.data.shapes.writer import build_world
 
 SMALL = dict(n_train=90, n_eval_per_class=3, samples_per_shard=40, eval_shard_size=20, n_retrieval=8)

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 import bcos_clip
+from bcos_clip.runtime.hashing import text_tower_digest
+from bcos_clip.runtime.precision import resolve_precision
+from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import LOSSES, TrainConfig, train
 from bcos_clip.train.losses import LossParams
-from bcos_clip.runtime.precision import resolve_precision
 from bcos_clip.train.task import DistillTask
-from bcos_clip.runtime.hashing import text_tower_digest
 from bcos_clip.train.text_targets import CaptionCache, TextTargets
-from tests._train_data import (image_bytes, read_metrics, write_imagenet, write_img2dataset,
-                               write_tiny_teacher, write_wds_classification)
+from tests._train_data import (image_bytes, write_imagenet, write_img2dataset, write_tiny_teacher,
+                               write_wds_classification)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bcos_clip.data.stream.sources import ShardSet, expand_train_spec, resolve_num_samples
 from bcos_clip.data.stream.loader import StreamSpec, clamp_workers, first_sample_fields
+from bcos_clip.data.stream.sources import ShardSet, expand_train_spec, resolve_num_samples
 from bcos_clip.data.stream.transforms import CropSpec
 from bcos_clip.models import BcosCLIP, PlainCLIP
 from bcos_clip.runtime.distributed import DistInfo, broadcast_module_

@@ -23,8 +23,8 @@ from fastapi import FastAPI
 
 from bcos_clip.apps.serve.api import allowed_hosts, create_app, list_examples
 from bcos_clip.apps.serve.engine import ExplainEngine
-from bcos_clip.apps.serve.methods import Method, baseline_methods, bcos_method
 from bcos_clip.apps.serve.io import Limits
+from bcos_clip.apps.serve.methods import Method, baseline_methods, bcos_method
 from bcos_clip.models import BcosCLIP, resolve_model
 from bcos_clip.runtime.device import pick_device
 

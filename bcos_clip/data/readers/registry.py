@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from bcos_clip.data.readers.wds import clean_dataset_name, open_wds_benchmark
+from bcos_clip.data.readers.folder import open_image_folder
 from bcos_clip.data.readers.hf import open_hf_benchmark
 from bcos_clip.data.readers.protocol import BenchmarkReader
-from bcos_clip.data.readers.folder import open_image_folder
+from bcos_clip.data.readers.wds import clean_dataset_name, open_wds_benchmark
 
 
 def _open_wds(rest: str, dataset_root: Optional[str]) -> BenchmarkReader:

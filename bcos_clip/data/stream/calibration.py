@@ -26,8 +26,8 @@ import webdataset as wds
 from PIL import Image
 
 from bcos_clip.data.readers.wds import open_wds_benchmark
-from bcos_clip.data.stream.sources import ShardSet, expand_train_spec
 from bcos_clip.data.stream.loader import BadDataCounter, raw_samples_once
+from bcos_clip.data.stream.sources import ShardSet, expand_train_spec
 from bcos_clip.data.stream.transforms import IMAGE_EXTENSIONS, decode_rgb
 
 log = logging.getLogger(__name__)
