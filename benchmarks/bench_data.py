@@ -2,8 +2,8 @@
 
 The model is switched off: this is the rate at which DataLoader workers can feed any GPU, per worker
 count and source image size, measured on synthetic img2dataset-like shards (smooth random JPEGs +
-captions, written by ``bcos_clip.apps.bench_e2e.write_shards``). With the model switched on, see the
-``e2e`` rows of ``bcos-clip bench`` (GPU).
+captions, written by ``bcos_clip.apps.bench.shards.write_caption_shards``). With the model switched on,
+see the ``e2e`` rows of ``bcos-clip bench`` (GPU).
 
     python benchmarks/bench_data.py                           # workers 0,1,2; sources 256 and 384 px
     python benchmarks/bench_data.py --workers 0 4 8 16 --output data.json
@@ -14,13 +14,15 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
-from bcos_clip.apps.bench_e2e import write_shards
-from bcos_clip.data.shard_sources import expand_train_spec
-from bcos_clip.data.train_shards import StreamSpec, make_epoch_loader
-from bcos_clip.data.transforms import CropSpec
+import torch
+
+from bcos_clip.apps.bench.shards import write_caption_shards
+from bcos_clip.apps.bench.timing import timed_once
+from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
+from bcos_clip.data.stream.sources import expand_train_spec
+from bcos_clip.data.stream.transforms import CropSpec
 
 
 def rate(spec: str, crop: int, batch: int, batches: int, workers: int) -> float:
@@ -28,9 +30,10 @@ def rate(spec: str, crop: int, batch: int, batches: int, workers: int) -> float:
     stream = StreamSpec(batch_size=batch, crop=CropSpec(size=crop), shuffle_buffer=256)
     it = iter(make_epoch_loader(expand_train_spec(spec), stream, 0, batches + 2, 0, workers))
     next(it), next(it)
-    t0 = time.perf_counter()
-    n = sum(int(next(it)["images"].shape[0]) for _ in range(batches))
-    return n / (time.perf_counter() - t0)
+    seen = []
+    seconds = timed_once(lambda: seen.append(sum(int(next(it)["images"].shape[0]) for _ in range(batches))),
+                         torch.device("cpu"))
+    return seen[0] / seconds
 
 
 def main() -> None:
@@ -46,8 +49,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for side in a.sources:
             shards = max(max(a.workers), 1)
-            spec = write_shards(Path(tmp) / str(side), shards, (a.batches + 3) * a.batch_size // shards + a.batch_size,
-                                side)
+            spec = write_caption_shards(Path(tmp) / str(side), shards,
+                                        (a.batches + 3) * a.batch_size // shards + a.batch_size, side)
             for w in a.workers:
                 r = rate(spec, a.crop, a.batch_size, a.batches, w)
                 rows.append({"source_px": side, "crop_px": a.crop, "workers": w, "img_per_s": round(r, 1)})

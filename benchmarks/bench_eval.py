@@ -16,34 +16,16 @@ and prints images/s of both and their ratio (pipeline / forward; 1.0 = the data 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-
-def write_wds(root: Path, n: int, size: int, classes: int, per_shard: int = 256) -> None:
-    import webdataset as wds
-
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    (root / "classnames.txt").write_text("\n".join(f"class {i}" for i in range(classes)) + "\n")
-    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na bad photo of a {c}.\n")
-    (root / "test").mkdir()
-    shards = (n + per_shard - 1) // per_shard
-    for s in range(shards):
-        with wds.TarWriter(str(root / "test" / f"{s}.tar")) as sink:
-            for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
-                buf = io.BytesIO()
-                arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(arr).save(buf, format="WEBP", quality=90, method=0)
-                sink.write({"__key__": f"{i:07d}", "webp": buf.getvalue(), "cls": str(i % classes)})
-    (root / "test" / "nshards.txt").write_text(f"{shards}\n")
+from bcos_clip.apps.bench.shards import write_wds_benchmark
+from bcos_clip.apps.bench.timing import timed_once
+from bcos_clip.runtime.precision import autocast
+from bcos_clip.runtime.resources import CONFIGS, resource_file
 
 
 def build_model(name: str, bcos: bool, device: str):
@@ -54,24 +36,17 @@ def build_model(name: str, bcos: bool, device: str):
     return model.to(device).eval()
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 @torch.no_grad()
 def time_forward(model, batches, device: str, precision: str) -> float:
-    from bcos_clip.evaluation.precision import autocast
-
     with autocast(precision, torch.device(device)):
         model.encode_image(batches[0])  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for x in batches:
-        with autocast(precision, torch.device(device)):
-            model.encode_image(x)
-    sync(device)
-    return time.perf_counter() - start
+
+    def forward_all() -> None:
+        for x in batches:
+            with autocast(precision, torch.device(device)):
+                model.encode_image(x)
+
+    return timed_once(forward_all, torch.device(device))
 
 
 def main() -> None:
@@ -87,10 +62,10 @@ def main() -> None:
     ap.add_argument("--output", "--out", default=None, help="optional JSON file for the numbers")
     args = ap.parse_args()
     if args.quick:
-        args.model = str(Path(__file__).resolve().parents[1] / "configs" / "tiny_rn.json")
+        args.model = str(resource_file(CONFIGS, "tiny_rn.json"))
         args.n, args.batch_size, args.workers, args.device = 128, 32, 1, "cpu"
 
-    from bcos_clip.evaluation.datasets import open_dataset
+    from bcos_clip.data.readers.registry import open_dataset
     from bcos_clip.evaluation.features import LoaderSettings, make_loader
     from bcos_clip.evaluation.zeroshot import zeroshot_classification
 
@@ -98,15 +73,14 @@ def main() -> None:
     settings = LoaderSettings(args.batch_size, args.workers, args.device, args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench"
-        write_wds(root, args.n, model.image_size, classes=10)
+        write_wds_benchmark(root, args.n, model.image_size, classes=10)
         ds = open_dataset("wds/bench", str(root))
         cache = Path(tmp) / "cache"
         zeroshot_classification(model, ds, settings, cache)  # warm-up + classifier cache
-        sync(args.device)
-        start = time.perf_counter()
-        out = zeroshot_classification(model, ds, settings, cache)
-        sync(args.device)
-        t_pipe = time.perf_counter() - start
+        outs = []
+        t_pipe = timed_once(lambda: outs.append(zeroshot_classification(model, ds, settings, cache)),
+                            torch.device(args.device))
+        out = outs[0]
         batches = [x.to(args.device) for x, _, _ in make_loader(ds.torch_dataset("test", model.preprocess),
                                                               args.batch_size, args.workers)]
     t_fwd = time_forward(model, batches, args.device, args.precision)

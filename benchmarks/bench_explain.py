@@ -19,35 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-TINY_RN = dict(embed_dim=64, vision_cfg=dict(layers=[1, 1, 1, 1], width=16, image_size=64, head_width=16),
-               text_cfg=dict(width=64, layers=1, heads=4, context_length=32))
+from bcos_clip.apps.bench.timing import median_time  # noqa: E402
+from bcos_clip.apps.bench.towers import QUICK_OVERRIDES, rescale_random_weights_  # noqa: E402
 
-
-def build_model(quick: bool, device: torch.device, row_norm: float = 3.0):
-    """A B-cos RN with random weights (timing does not depend on them), rescaled so that the B = 2
-    tower does not output 0: open_clip's init zeroes each block's last BN scale and its small weights
-    shrink every B = 2 layer (the same fix as the tests' fixtures: BN scales 1, weight rows of norm 3)."""
+def build_model(quick: bool, device: torch.device):
+    """A B-cos RN with random weights (timing does not depend on them), rescaled so that the B = 2 tower
+    does not output 0 (``rescale_random_weights_``)."""
     import bcos_clip
 
-    clip, _, _ = bcos_clip.load_clip("RN50", **(TINY_RN if quick else {}))
-    with torch.no_grad():
-        for m in clip.visual.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                torch.nn.init.ones_(m.weight)
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                w = m.weight
-                w.mul_(row_norm / w.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, *[1] * (w.dim() - 1)))
-    return bcos_clip.bcosify(clip, b=2.0).to(device).eval()
+    clip, _, _ = bcos_clip.load_clip("RN50", **(QUICK_OVERRIDES["RN50"] if quick else {}))
+    return bcos_clip.bcosify(rescale_random_weights_(clip), b=2.0).to(device).eval()
 
 
 def check_model(model, images: torch.Tensor) -> None:
@@ -55,24 +44,6 @@ def check_model(model, images: torch.Tensor) -> None:
         norm = model.encode_image(images).float().norm(dim=-1)
     if not torch.isfinite(norm).all() or (norm == 0).any():
         raise RuntimeError(f"benchmark model gives degenerate embeddings (norms {norm.tolist()})")
-
-
-def timer(fn: Callable[[], object], device: torch.device, repeats: int,
-          warmup: Callable[[], object] | None = None, min_time: float = 2.0, max_runs: int = 50) -> float:
-    """Median wall time of fn() in seconds (CUDA synchronised), after one untimed warm-up call of
-    `warmup` (default fn): the first batched backward of a new batch size is slow (vmap set-up).
-    Runs at least `repeats` times and, for short calls, until `min_time` seconds were spent."""
-    (warmup or fn)()
-    times: List[float] = []
-    while len(times) < repeats or (sum(times) < min_time and len(times) < max_runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_prompts(model, images, ks: List[int], repeats: int, max_separate: int) -> List[Dict[str, float]]:
@@ -84,10 +55,10 @@ def bench_prompts(model, images, ks: List[int], repeats: int, max_separate: int)
         text = F.normalize(torch.randn(k, d, device=device), dim=-1)
         n_sep = min(k, max_separate)
         one = lambda: explain(model, images, text[:1], method="prompts")  # noqa: E731
-        sep = timer(lambda: [explain(model, images, text[i:i + 1], method="prompts") for i in range(n_sep)],
+        sep = median_time(lambda: [explain(model, images, text[i:i + 1], method="prompts") for i in range(n_sep)],
                     device, repeats, warmup=one) * k / n_sep
-        batched = timer(lambda: explain(model, images, text, method="prompts"), device, repeats)
-        auto = timer(lambda: explain(model, images, text, method="auto"), device, repeats)
+        batched = median_time(lambda: explain(model, images, text, method="prompts"), device, repeats)
+        auto = median_time(lambda: explain(model, images, text, method="auto"), device, repeats)
         rows.append({"K": k, "separate_s": sep, "separate_extrapolated_from": n_sep, "batched_s": batched,
                      "auto_s": auto, "auto_path": "basis" if k > d else "prompts",
                      "separate_over_batched": sep / batched, "separate_over_auto": sep / auto})
@@ -99,10 +70,10 @@ def bench_cache(model, images, repeats: int) -> Dict[str, float]:
 
     device = images.device
     text = F.normalize(torch.randn(16, model.embed_dim, device=device), dim=-1)
-    build = timer(lambda: image_contributions(model, images), device, repeats)
+    build = median_time(lambda: image_contributions(model, images), device, repeats)
     cache = image_contributions(model, images)
-    cached = timer(lambda: cache.explain(text), device, repeats)
-    fresh = timer(lambda: explain(model, images, text, method="prompts"), device, repeats)
+    cached = median_time(lambda: cache.explain(text), device, repeats)
+    fresh = median_time(lambda: explain(model, images, text, method="prompts"), device, repeats)
     err = float((cache.explain(text).contributions - explain(model, images, text).contributions).abs().max())
     return {"build_s": build, "cached_16_s": cached, "fresh_16_s": fresh, "fresh_over_cached": fresh / cached,
             "max_abs_diff": err, "cache_MiB": cache.nbytes / 2 ** 20}

@@ -3,7 +3,7 @@
 For RN50 / ViT-B-16 layer shapes (batch 128, 224 px, bf16 autocast, channels_last convs) it times
 forward + backward (grads of input and weight) of:
   plain      the plain conv / linear alone (the floor: what the B-cos scale adds is the difference)
-  reference  the official-style formula (bcos_clip.apps.bench_reference)
+  reference  the official-style formula (bcos_clip.apps.bench.reference)
   formula    bcos_clip's reference formula (fast path off)
   fast-torch the fast path's autograd Functions with torch ops (Triton off)
   fast       the fast path (Triton kernels on CUDA)
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from bcos_clip import nn as bnn
-from bcos_clip.apps.bench_reference import to_reference
-from bcos_clip.apps.bench_timing import measure
+from bcos_clip.apps.bench.reference import to_reference
+from bcos_clip.apps.bench.timing import measure
 from bcos_clip.nn import fused
 
 # name, kind, (in, out, kernel, stride, padding) or (in, out), spatial size / rows per image

@@ -26,7 +26,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -35,6 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+
+from bcos_clip.apps.bench.timing import timed_once  # noqa: E402
+from bcos_clip.apps.bench.towers import rescale_random_weights_  # noqa: E402
+from bcos_clip.runtime.resources import CONFIGS, resource_file  # noqa: E402
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star", "grass", "a dog",
            "two objects", "an object on the left", "a photo", "noise"]
@@ -52,27 +55,13 @@ def picture(seed: int, size: int = 256) -> bytes:
     return buf.getvalue()
 
 
-def shipped_config(name: str) -> str:
-    """A JSON config shipped in configs/ (the demo's tiny architectures), as a file path."""
-    from importlib import resources
-
-    return str(resources.files("bcos_clip.configs").joinpath(name))
-
-
 def random_model_dir(arch: str, root: Path) -> str:
     """A B-cosified random-weight model of `arch` (open_clip name or JSON config), saved under root."""
     import bcos_clip
 
     torch.manual_seed(0)
     clip, _, _ = bcos_clip.load_clip(arch)
-    with torch.no_grad():  # open_clip's random init (zero BN scales, small weights) makes a B=2 tower output 0
-        for mod in clip.visual.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.weight.fill_(1.0)
-            elif isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-                rows = mod.weight.flatten(1).norm(dim=1).clamp_min(1e-8)
-                mod.weight.mul_(3.0 / rows.view(-1, *[1] * (mod.weight.dim() - 1)))
-    return str(bcos_clip.save(bcos_clip.bcosify(clip), root / "student"))
+    return str(bcos_clip.save(bcos_clip.bcosify(rescale_random_weights_(clip)), root / "student"))
 
 
 def post(client, data: bytes, prompts: List[str]) -> Dict:
@@ -82,16 +71,15 @@ def post(client, data: bytes, prompts: List[str]) -> Dict:
 
 
 def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000.0
+    """Milliseconds of one call (the server runs on the CPU here)."""
+    return 1000.0 * timed_once(fn, torch.device("cpu"))
 
 
 def run(model_dir: str, n_images: int, n_further: int, device: str, strategy: str) -> Dict:
     import bcos_clip
     from fastapi.testclient import TestClient
 
-    from bcos_clip.apps.serve import ServeConfig, build_app
+    from bcos_clip.apps.serve.server import ServeConfig, build_app
 
     config = ServeConfig(model=model_dir, device=device, cache_entries=n_images + 1, strategy=strategy)
     app = build_app(config)
@@ -136,7 +124,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        arch = args.arch or shipped_config("tiny_rn.json")
+        arch = args.arch or str(resource_file(CONFIGS, "tiny_rn.json"))
         model_dir = args.model or random_model_dir(arch, Path(tmp))
         runs = [run(model_dir, args.images, args.prompts, args.device, s) for s in args.strategy]
     result = {"model": args.model or f"random weights, architecture {arch}",

@@ -20,52 +20,33 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import numpy as np
 import torch
-from PIL import Image
 
-TINY = {
-    "tiny-RN": ("RN50", dict(embed_dim=64, vision_cfg=dict(layers=[1, 1, 1, 1], width=16, image_size=64,
-                                                             head_width=16),
-                             text_cfg=dict(width=64, layers=1, heads=4, context_length=32))),
-    "tiny-ViT": ("ViT-B-16", dict(embed_dim=64, vision_cfg=dict(width=64, layers=2, patch_size=8, image_size=32,
-                                                                 head_width=16),
-                                  text_cfg=dict(width=64, layers=1, heads=4, context_length=32))),
-}
+from bcos_clip.apps.bench.shards import write_caption_shards
+from bcos_clip.apps.bench.timing import measure, timed_once
+from bcos_clip.apps.bench.towers import QUICK_OVERRIDES
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+TINY = {"tiny-RN": "RN50", "tiny-ViT": "ViT-B-16"}  # bcos-clip bench --quick's tiny configs of these
 
 
 def rate(fn: Callable[[], None], images: int, device: torch.device, warmup: int, iters: int) -> float:
     """Images per second of ``fn`` (one batch of ``images``) after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return images * iters / (time.perf_counter() - start)
+    return images * 1000.0 / measure(fn, device, iters, warmup)["ms"]
 
 
 def build(name: str, device: torch.device, precision_name: str):
     from bcos_clip.models import PlainCLIP, bcosify, load_clip
     from bcos_clip.train.losses import LossParams
-    from bcos_clip.train.precision import resolve_precision
+    from bcos_clip.runtime.precision import resolve_precision
     from bcos_clip.train.task import DistillTask, prepare_devices
 
-    base, overrides = TINY.get(name, (name, {}))
-    clip, _, tokenizer = load_clip(base, **overrides)
+    base = TINY.get(name, name)
+    clip, _, tokenizer = load_clip(base, **(QUICK_OVERRIDES[base] if name in TINY else {}))
     teacher = PlainCLIP.from_clip(clip, tokenizer).eval().requires_grad_(False)
     student = bcosify(clip).train()
     precision = resolve_precision(precision_name, device)
@@ -124,33 +105,22 @@ def bench_model(name: str, args, device: torch.device) -> Dict[str, float]:
     return out
 
 
-def write_shards(root: Path, n: int, size: int, per_shard: int = 128) -> str:
-    import webdataset as wds
-
-    rng = np.random.default_rng(0)
-    shards = (n + per_shard - 1) // per_shard
-    for s in range(shards):
-        with wds.TarWriter(str(root / f"{s:05d}.tar")) as sink:
-            for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
-                buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="JPEG")
-                sink.write({"__key__": f"{i:07d}", "jpg": buf.getvalue(), "txt": f"caption {i}"})
-        (root / f"{s:05d}_stats.json").write_text(json.dumps({"successes": min(per_shard, n - s * per_shard)}))
-    return str(root / ("{00000..%05d}.tar" % (shards - 1)))
-
-
 def bench_data(args, crop: int) -> float:
-    from bcos_clip.data.shard_sources import expand_train_spec
-    from bcos_clip.data.train_shards import StreamSpec, make_epoch_loader
-    from bcos_clip.data.transforms import CropSpec
+    from bcos_clip.data.stream.sources import expand_train_spec
+    from bcos_clip.data.stream.loader import StreamSpec, make_epoch_loader
+    from bcos_clip.data.stream.transforms import CropSpec
 
     with tempfile.TemporaryDirectory() as tmp:
-        shardset = expand_train_spec(write_shards(Path(tmp), args.data_images, args.data_image_size))
+        per_shard = 128
+        spec = write_caption_shards(Path(tmp), -(-args.data_images // per_shard), per_shard, args.data_image_size,
+                                    smooth=False, stats=True)
+        shardset = expand_train_spec(spec)
         batches = args.data_images // args.batch_size
-        spec = StreamSpec(args.batch_size, CropSpec(crop), seed=0, shuffle_buffer=256)
-        start = time.perf_counter()
-        seen = sum(int(b["images"].shape[0]) for b in make_epoch_loader(shardset, spec, 0, batches, 0, args.workers))
-        return seen / (time.perf_counter() - start)
+        stream = StreamSpec(args.batch_size, CropSpec(crop), seed=0, shuffle_buffer=256)
+        seen = []
+        seconds = timed_once(lambda: seen.append(sum(int(b["images"].shape[0]) for b in make_epoch_loader(
+            shardset, stream, 0, batches, 0, args.workers))), torch.device("cpu"))
+        return seen[0] / seconds
 
 
 def main() -> None:

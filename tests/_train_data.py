@@ -84,11 +84,6 @@ def write_tiny_teacher(directory: Path, model=None) -> Tuple[str, str]:
     return str(config), str(weights)
 
 
-def read_metrics(output: Path) -> List[dict]:
-    path = Path(output) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def subprocess_env() -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     return env

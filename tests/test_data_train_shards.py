@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._train_data import image_bytes, write_imagenet, write_img2dataset
-from bcos_clip.data.shard_sources import expand_train_spec, resolve_num_samples, stats_path
-from bcos_clip.data.train_shards import (BadDataCounter, StreamSpec, clamp_workers, decode_batch,
+from bcos_clip.data.stream.loader import (BadDataCounter, StreamSpec, clamp_workers, decode_batch,
                                          first_sample_fields, make_epoch_loader)
-from bcos_clip.data.transforms import CropSpec, decode_rgb, random_resized_crop_box, train_augment
+from bcos_clip.data.stream.sources import expand_train_spec, resolve_num_samples, stats_path
+from bcos_clip.data.stream.transforms import CropSpec, decode_rgb, random_resized_crop_box, train_augment
+from tests._train_data import image_bytes, write_imagenet, write_img2dataset
 
 SPEC = StreamSpec(batch_size=4, crop=CropSpec(32), seed=3, shuffle_buffer=8)
 

@@ -139,9 +139,9 @@ def test_serve_answers_422_through_the_same_check(zero_model):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from bcos_clip.apps.serve_api import create_app
-    from bcos_clip.apps.serve_engine import ExplainEngine
-    from bcos_clip.apps.serve_methods import BcosMethod, BcosPromptsMethod
+    from bcos_clip.apps.serve.api import create_app
+    from bcos_clip.apps.serve.engine import ExplainEngine
+    from bcos_clip.apps.serve.methods import BcosMethod, BcosPromptsMethod
 
     buf = io.BytesIO()
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(buf, format="PNG")

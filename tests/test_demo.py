@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from bcos_clip.apps.demo_config import DemoConfig, deep_merge, load_settings
-from bcos_clip.apps.demo_explain import explain_figures, parse_object, scene_from_objects, scene_images
-from bcos_clip.apps.demo_report import check_targets, group_chance, retention
-from bcos_clip.apps.demo_stages import StageRunner, file_digest
+from bcos_clip.apps.demo.config import DemoConfig, deep_merge, load_settings
+from bcos_clip.apps.demo.explanations import explain_figures, parse_object, scene_from_objects, scene_images
+from bcos_clip.apps.demo.report import check_targets, group_chance, retention
+from bcos_clip.apps.demo.stages import StageRunner
+from bcos_clip.runtime.hashing import file_digest
 
 
 # --------------------------------------------------------------------------- settings
@@ -160,7 +161,7 @@ def test_explain_figures_are_complete_and_written(tiny_rn_bcos, tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
-    from bcos_clip.apps.demo import run_demo
+    from bcos_clip.apps.demo.run import run_demo
 
     out = tmp_path / "demo"
     s = run_demo(DemoConfig(output=str(out), quick=True))
@@ -194,7 +195,7 @@ def test_quick_demo_end_to_end(tmp_path):
 def test_default_threads_leave_busy_cores_alone(monkeypatch):
     import os
 
-    from bcos_clip.apps import demo_config
+    from bcos_clip.apps.demo import config as demo_config
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setattr(demo_config, "busy_cores", lambda: 0.3)
@@ -207,7 +208,7 @@ def test_busy_cores_reads_proc_stat_or_falls_back_to_the_load_average(monkeypatc
     import builtins
     import os
 
-    from bcos_clip.apps.demo_config import busy_cores
+    from bcos_clip.apps.demo.config import busy_cores
 
     assert 0.0 <= busy_cores(window=0.05) <= (os.cpu_count() or 1)
     real_open = builtins.open
@@ -239,7 +240,7 @@ def test_timed_stage_notices_reuse_by_its_output_file(tmp_path):
 
 
 def test_paired_difference_on_the_same_grids():
-    from bcos_clip.apps.demo_pointing import paired
+    from bcos_clip.apps.demo.pointing import paired
     from bcos_clip.explain.pointing import PointingGameResult
 
     def result(scores):

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bcos_clip.data.benchmark_wds import open_wds_benchmark, resolve_wds_root
-from bcos_clip.data.hf_datasets import open_hf_benchmark
-from bcos_clip.data.image_folder import open_image_folder
-from bcos_clip.evaluation.datasets import dataset_name, open_dataset, parse_spec
+from bcos_clip.data.readers.folder import open_image_folder
+from bcos_clip.data.readers.hf import open_hf_benchmark
+from bcos_clip.data.readers.registry import dataset_name, open_dataset, parse_spec
+from bcos_clip.data.readers.wds import open_wds_benchmark, resolve_wds_root
 from bcos_clip.evaluation.features import collate
 
 COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (240, 240, 240), (20, 20, 20), (200, 200, 30)]
@@ -251,3 +251,21 @@ def test_unknown_or_missing_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class sub-folders"):
         open_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+def test_every_reader_is_a_benchmark_reader(tmp_path):
+    """wds/, hf: and folder: datasets open as the one BenchmarkReader interface."""
+    from bcos_clip.data.readers.protocol import KINDS, BenchmarkReader
+    from bcos_clip.data.readers.registry import open_dataset
+    from tests._train_data import write_wds_classification
+
+    wds_root = write_wds_classification(tmp_path / "wds_toy", n=4)
+    folder = tmp_path / "folder" / "test"
+    for c in ("cat", "dog"):
+        (folder / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / c / "0.png")
+    write_hf(tmp_path / "hfset")
+    for reader in (open_dataset("wds/toy", wds_root), open_dataset(f"folder:{tmp_path / 'folder'}"),
+                   open_dataset(f"hf:{tmp_path / 'hfset'}")):
+        assert isinstance(reader, BenchmarkReader) and reader.kind in KINDS and reader.classnames
+        assert reader.has_split("test") and len(list(reader.torch_dataset("test", lambda im: im))) >= 2

@@ -16,7 +16,7 @@ def _worker(rank: int, ckpt: str, data_root: str, out: str, init: str) -> None:
     import torch.distributed as dist
 
     import bcos_clip
-    from bcos_clip.evaluation.distributed import rank_world
+    from bcos_clip.runtime.distributed import rank_world
     from bcos_clip.evaluation.suite import run_suite
     from bcos_clip.evaluation.suite_files import Suite, SuiteEntry
     from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate

@@ -151,7 +151,7 @@ def test_suites_and_groups_ship_with_the_package():
     lp = load_suite("eval/suites/linear_probe.yaml")
     assert len(lp.entries) == 29 and {e.task for e in lp.entries} == {"linear_probe"}
     demo = load_suite("demo")
-    from bcos_clip.data.shapes import DEMO_TASKS, RETRIEVAL_TASK
+    from bcos_clip.data.shapes.world import DEMO_TASKS, RETRIEVAL_TASK
 
     assert {e.dataset: e.group for e in demo.entries if e.task != "zeroshot_retrieval"} == DEMO_TASKS
     assert [e.dataset for e in demo.entries if e.task == "zeroshot_retrieval"] == [RETRIEVAL_TASK]

@@ -206,7 +206,7 @@ def test_cli_eval_and_report(tiny_vit_bcos, data, tmp_path, capsys):
 
 
 def test_teacher_and_student_share_the_text_digest(plain, tiny_vit_bcos):
-    from bcos_clip.evaluation.hashing import model_digest, text_tower_digest
+    from bcos_clip.runtime.hashing import model_digest, text_tower_digest
 
     assert text_tower_digest(plain) == text_tower_digest(tiny_vit_bcos)  # one classifier cache for both
     assert model_digest(plain) != model_digest(tiny_vit_bcos)  # separate feature caches

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import bcos_clip
+from bcos_clip.apps.explain_files import ExplainFilesConfig, explain_files
 from bcos_clip.cli import main
-from bcos_clip.explain.files import ExplainFilesConfig, explain_files
 from bcos_clip.explain.prompts import prompt_embeddings
 
 CLASSES = [f"{c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star", "triangle")]
@@ -60,7 +60,7 @@ def test_explain_bad_input(checkpoint, tmp_path, capsys, monkeypatch, plain_rn_m
         main(["explain", "--model", checkpoint, "--image", str(bad), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="no prompts"):
         explain_files(ExplainFilesConfig(model=checkpoint, images=(str(bad),), prompts=(), output=str(tmp_path)))
-    monkeypatch.setattr(importlib.import_module("bcos_clip.explain.files"), "resolve_model", lambda *a, **k: plain_rn_model)
+    monkeypatch.setattr(importlib.import_module("bcos_clip.apps.explain_files"), "resolve_model", lambda *a, **k: plain_rn_model)
     assert main(base + ["--image", _png(tmp_path / "ok.png", 2)]) == 2
     err = capsys.readouterr().err
     assert "B-cos model" in err and "baselines" in err and "--method gradcam" in err
@@ -111,7 +111,7 @@ def test_localize_cli_end_to_end(checkpoint, tiny_rn_bcos, tmp_path, monkeypatch
         with Image.open(png) as im:
             assert im.format == "PNG"
     assert "mean" in capsys.readouterr().out
-    monkeypatch.setattr(importlib.import_module("bcos_clip.explain.localization"), "resolve_model",
+    monkeypatch.setattr(importlib.import_module("bcos_clip.apps.localize"), "resolve_model",
                         lambda *a, **k: plain_rn_model)
     assert main(argv[:-10] + ["--method", "bcos"]) == 2
     assert "baselines" in capsys.readouterr().err

@@ -6,11 +6,11 @@ from PIL import Image
 
 from bcos_clip.explain import explain
 from bcos_clip.explain.sheet import VIEWS, explanation_sheet, pair_panel
-from bcos_clip.explain.visualize import (box_smooth, colour_explanation, heatmap, on_background, overlay,
+from bcos_clip.explain.visualize import (box_smooth, color_explanation, heatmap, on_background, overlay,
                                          save_png)
 
 
-def test_colour_explanation_known_colours():
+def test_color_explanation_known_colors():
     w = torch.zeros(6, 2, 3)
     w[0, 0, 0] = 2.0  # only the red channel, positive: pure red
     w[:3, 0, 1] = 1.0  # r, g, b alike: white
@@ -18,7 +18,7 @@ def test_colour_explanation_known_colours():
     w[0, 1, 0] = -3.0  # negative contribution: invisible
     w[1, 1, 1], w[4, 1, 1] = 1.0, 1.0  # green and inverse green equally: mid grey-green
     image = torch.full((3, 2, 3), 0.5)
-    rgba = colour_explanation(w, image, percentile=100)
+    rgba = color_explanation(w, image, percentile=100)
     assert rgba.shape == (2, 3, 4) and rgba.dtype == np.float32
     assert np.allclose(rgba[0, 0, :3], [1, 0, 0], atol=1e-6)
     assert np.allclose(rgba[0, 1, :3], [1, 1, 1], atol=1e-6)
@@ -27,7 +27,7 @@ def test_colour_explanation_known_colours():
     assert rgba[1, 0, 3] == 0 and rgba[1, 2, 3] == 0  # negative / no contribution
     assert np.isclose(rgba[..., 3].max(), 1.0) and rgba[0, 0, 3] > rgba[0, 1, 3] > 0  # alpha ~ ||w||
     with pytest.raises(ValueError, match="differ"):
-        colour_explanation(w, torch.rand(3, 4, 4))
+        color_explanation(w, torch.rand(3, 4, 4))
 
 
 def test_heatmap_is_symmetric_and_clipped():
@@ -52,14 +52,14 @@ def test_sheets_and_pngs(tiny_vit_bcos, tmp_path):
     sheet = explanation_sheet(e, "colour", cell=80, image_names=["a", "b"])
     assert panel.mode == "RGB" and panel.width == 3 * 100 + 2 * 4
     assert sheet.width == 4 * 80 + 3 * 4 and sheet.height > 2 * 80
-    for name, pic in (("panel", panel), ("sheet", sheet), ("rgba", colour_explanation(e.weights[0, 0], e.images[0]))):
+    for name, pic in (("panel", panel), ("sheet", sheet), ("rgba", color_explanation(e.weights[0, 0], e.images[0]))):
         path = save_png(pic, tmp_path / "pngs" / f"{name}.png")
         with Image.open(path) as im:
             assert im.format == "PNG"
             assert im.size == (pic.size if isinstance(pic, Image.Image) else (32, 32))
             assert im.mode == ("RGBA" if name == "rgba" else "RGB")
     # the composited colour view shows the colour explanation where alpha is high, black elsewhere
-    rgba = colour_explanation(e.weights[0, 0], e.images[0])
+    rgba = color_explanation(e.weights[0, 0], e.images[0])
     shown = on_background(rgba)
     assert np.allclose(shown[rgba[..., 3] == 0], 0)
     no_weights = explain(tiny_vit_bcos, images, prompts)

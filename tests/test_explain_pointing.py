@@ -88,7 +88,7 @@ def test_make_grids_are_seeded_and_of_distinct_classes():
 PALETTE = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=torch.float32)
 
 
-class ColourOracle(nn.Module):
+class ColorOracle(nn.Module):
     """A fake image-text model: embedding = one-hot of the nearest palette colour (mean colour),
     with a known perfect explanation (the pixels of that colour)."""
 
@@ -105,8 +105,8 @@ class ColourOracle(nn.Module):
 
 
 def oracle_maps(model, images, text):
-    colours = PALETTE[text.argmax(-1)]  # (N, K, 3): the class each prompt names
-    dist = ((images[:, None] - colours[..., None, None]) ** 2).sum(2)
+    colors = PALETTE[text.argmax(-1)]  # (N, K, 3): the class each prompt names
+    dist = ((images[:, None] - colors[..., None, None]) ** 2).sum(2)
     return torch.exp(-20 * dist)
 
 
@@ -116,7 +116,7 @@ def oracle(monkeypatch):
     monkeypatch.setitem(baselines.ATTRIBUTIONS, "uniform", lambda m, x, t: torch.ones(x.shape[0], t.shape[-2], *x.shape[-2:]))
     pool = {c: PALETTE[c].view(1, 3, 1, 1).expand(2, 3, 20, 20).clone() for c in range(len(PALETTE))}
     pool[0][1] = PALETTE[1].view(3, 1, 1)  # a wrongly classified image: must be dropped
-    return ColourOracle(), pool, torch.eye(len(PALETTE), 8)
+    return ColorOracle(), pool, torch.eye(len(PALETTE), 8)
 
 
 def test_game_end_to_end_with_known_answers(oracle):
@@ -139,7 +139,7 @@ def test_game_end_to_end_with_known_answers(oracle):
 
 
 def test_select_confident_threshold():
-    model = ColourOracle()
+    model = ColorOracle()
     images = PALETTE[:3].view(3, 3, 1, 1).expand(3, 3, 4, 4)
     text = F.normalize(torch.eye(6, 8), dim=-1)
     assert select_confident(model, images, torch.tensor([0, 1, 0]), text).tolist() == [True, True, False]

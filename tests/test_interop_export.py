@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 import bcos_clip
+from bcos_clip.apps.export.hub_folder import export
 from bcos_clip.cli import main
-from bcos_clip.models.export import export
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_model_card_content(run_dir, tmp_path):
 
 
 def test_card_names_hub_base_model_and_official_import():
-    from bcos_clip.models.model_card import render_model_card
+    from bcos_clip.apps.export.model_card import render_model_card
     config = {"source": {"name": "RN50", "pretrained": "openai", "overrides": {}},
               "bcosify": {"b": 2.0, "input_encoding": "normalize6"}, "preprocess_cfg": {"size": 224},
               "model_cfg": {"embed_dim": 1024, "vision_cfg": {"layers": [3, 4, 6, 3]}},

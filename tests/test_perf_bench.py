@@ -31,9 +31,24 @@ def test_bench_quick_writes_rows_targets_and_table(tmp_path, capsys):
 
 
 def test_bench_rejects_bad_flags():
-    from bcos_clip.apps.bench import BenchConfig
+    from bcos_clip.apps.bench.run import BenchConfig
 
     with pytest.raises(ValueError, match="unknown sections"):
         BenchConfig(sections=("train", "nope"))
     with pytest.raises(ValueError, match="--compile"):
         BenchConfig(compile="maybe")
+
+
+def test_quick_config_is_resolved_into_a_new_one_not_mutated():
+    import dataclasses
+
+    from bcos_clip.apps.bench.run import BenchConfig
+
+    cfg = BenchConfig(quick=True, compile_batch=128, explain_ks=(1, 16, 256))
+    assert (cfg.batches, cfg.iters, cfg.workers) == ((64, 128, 256), 10, 8)  # as given: frozen, untouched
+    quick = cfg.resolved()
+    assert (quick.compile_batch, quick.batches, quick.iters, quick.warmup) == (4, (4,), 1, 1)
+    assert (quick.explain_ks, quick.workers, quick.threads) == ((1, 16), 0, 1)
+    assert dataclasses.replace(quick, quick=False).resolved() == dataclasses.replace(quick, quick=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.iters = 3

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from bcos_clip.apps.demo_folder import MARKER, DemoFolderError, claim_demo_folder, made_by_demo
-from bcos_clip.apps.demo_stages import StageRunner
+from bcos_clip.apps.demo.folder import MARKER, DemoFolderError, claim_demo_folder, made_by_demo
+from bcos_clip.apps.demo.stages import StageRunner
 from bcos_clip.cli import main
 from tests.test_safety_run_folder import snapshot
 
 
 @pytest.fixture
 def no_demo_work(monkeypatch):
-    import bcos_clip.apps.demo as demo
+    import bcos_clip.apps.demo.run as demo
 
     def started(*args, **kwargs):
         raise AssertionError("the demo started working")

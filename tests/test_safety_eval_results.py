@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bcos_clip.cli import main
-from bcos_clip.data.tar_complete import TruncatedShardError, tar_sample_count
+from bcos_clip.data.readers.tar_complete import TruncatedShardError, tar_sample_count
 from tests.test_eval_data import image_bytes, write_classification, write_split
 from tests.test_safety_run_folder import snapshot
 

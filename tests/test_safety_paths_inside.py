@@ -170,7 +170,7 @@ def test_serve_examples_are_regular_files_inside_the_folder(tmp_path, secret):
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from bcos_clip.apps.serve_api import create_app, list_examples
+    from bcos_clip.apps.serve.api import create_app, list_examples
     from tests.test_serve_api import png
 
     folder = tmp_path / "examples"

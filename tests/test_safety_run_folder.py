@@ -13,9 +13,10 @@ from typing import Dict
 import pytest
 
 from bcos_clip.cli import main
+from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import TrainConfig, train
 from bcos_clip.train.run_folder import RunFolderError, check_run_folder
-from tests._train_data import read_metrics, write_img2dataset
+from tests._train_data import write_img2dataset
 from tests.test_train_loop import teacher_files  # noqa: F401 (a fixture)
 
 

@@ -16,11 +16,11 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import bcos_clip  # noqa: E402
-from bcos_clip.apps.serve import ServeConfig, build_app, build_engine, build_methods  # noqa: E402
-from bcos_clip.apps.serve_api import create_app  # noqa: E402
-from bcos_clip.apps.serve_engine import ExplainEngine  # noqa: E402
-from bcos_clip.apps.serve_io import Limits  # noqa: E402
-from bcos_clip.apps.serve_methods import BcosMethod, baseline_methods  # noqa: E402
+from bcos_clip.apps.serve.api import create_app  # noqa: E402
+from bcos_clip.apps.serve.engine import ExplainEngine  # noqa: E402
+from bcos_clip.apps.serve.io import Limits  # noqa: E402
+from bcos_clip.apps.serve.methods import BcosMethod, baseline_methods  # noqa: E402
+from bcos_clip.apps.serve.server import ServeConfig, build_app, build_engine, build_methods  # noqa: E402
 from bcos_clip.models import PlainCLIP, model_source  # noqa: E402
 
 
@@ -251,8 +251,8 @@ def test_teacher_from_config_and_weights(model_dir, tiny_rn, tmp_path):
         build_methods(ServeConfig(model=str(tmp_path / "nope")), torch.device("cpu"))
 
 
-def test_bcos_method_without_colour_serves_overlays(model_dir):
-    engine = ExplainEngine([BcosMethod(bcos_clip.load(model_dir).eval(), colour=False)])
+def test_bcos_method_without_color_serves_overlays(model_dir):
+    engine = ExplainEngine([BcosMethod(bcos_clip.load(model_dir).eval(), color=False)])
     with TestClient(create_app(engine)) as c:
         body = c.post("/explain", **upload(png(1), ["a red circle"])).json()
     assert body["results"][0]["explanation_kind"] == "overlay" and body["is_bcos"]

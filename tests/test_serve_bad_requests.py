@@ -13,12 +13,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import bcos_clip  # noqa: E402
-from bcos_clip.apps.serve import ServeConfig, build_methods  # noqa: E402
-from bcos_clip.apps.serve_api import create_app  # noqa: E402
-from bcos_clip.apps.serve_engine import ExplainEngine  # noqa: E402
-from bcos_clip.apps.serve_io import Limits  # noqa: E402
-from tests._bad_world import bomb_png, png_bytes  # noqa: E402
+from bcos_clip.apps.serve.api import create_app  # noqa: E402
+from bcos_clip.apps.serve.engine import ExplainEngine  # noqa: E402
+from bcos_clip.apps.serve.io import Limits  # noqa: E402
+from bcos_clip.apps.serve.server import ServeConfig, build_methods  # noqa: E402
 from tests._bad_cases import record  # noqa: E402
+from tests._bad_world import bomb_png, png_bytes  # noqa: E402
 
 GOOD = png_bytes(0)
 B64 = base64.b64encode(GOOD).decode()

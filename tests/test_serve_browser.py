@@ -44,9 +44,9 @@ def server_url(tiny_rn_bcos, tiny_rn, tmp_path_factory):
     import uvicorn
 
     import bcos_clip
-    from bcos_clip.apps.serve import ServeConfig, build_app, build_engine
-    from bcos_clip.apps.serve_engine import ExplainEngine
-    from bcos_clip.apps.serve_methods import baseline_methods
+    from bcos_clip.apps.serve.server import ServeConfig, build_app, build_engine
+    from bcos_clip.apps.serve.engine import ExplainEngine
+    from bcos_clip.apps.serve.methods import baseline_methods
     from bcos_clip.models import PlainCLIP
 
     model_dir = bcos_clip.save(tiny_rn_bcos, tmp_path_factory.mktemp("browser") / "student")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from bcos_clip.apps.serve_cache import LRUCache, nbytes
+from bcos_clip.apps.serve.cache import LRUCache, nbytes
 
 
 def test_entries_budget_evicts_least_recently_used():

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 
 
 def test_flags_become_a_config(monkeypatch, tmp_path):
-    import bcos_clip.apps.serve as serve_app
+    import bcos_clip.apps.serve.server as serve_app
 
     seen = {}
     monkeypatch.setattr(serve_app, "serve", lambda config: seen.setdefault("config", config))
@@ -29,7 +29,7 @@ def test_flags_become_a_config(monkeypatch, tmp_path):
     assert config.host == "127.0.0.1" and config.port == 8000  # loopback by default
     assert config.teacher == "t.json" and config.teacher_pretrained == "t.pt" and config.baselines == ("gradcam",)
     assert config.limits.max_upload_bytes == 2 * 1024 * 1024 and config.limits.max_image_side == 1024
-    assert config.limits.max_prompts == 8 and not config.colour and config.cache_entries == 3
+    assert config.limits.max_prompts == 8 and not config.color and config.cache_entries == 3
     assert config.strategy == "prompts"
 
 

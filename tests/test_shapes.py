@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from bcos_clip.data.shapes import (COLORS, COUNT_WORDS, DEMO_TASKS, QUADRANTS, SHAPES, TASK_BUILDERS,
+from bcos_clip.data.shapes.scene import ShapeObject
+from bcos_clip.data.shapes.world import (COLORS, COUNT_WORDS, DEMO_TASKS, QUADRANTS, SHAPES, TASK_BUILDERS,
                                    position_phrase, render_scene, sample_task_scene, task_classnames,
                                    task_templates, train_sample)
-from bcos_clip.data.shapes_scene import ShapeObject
-from bcos_clip.data.shapes_writer import build_world
+from bcos_clip.data.shapes.writer import build_world
 
 SMALL = dict(n_train=90, n_eval_per_class=3, samples_per_shard=40, eval_shard_size=20, n_retrieval=8)
 
@@ -41,17 +41,17 @@ def test_samples_are_deterministic_and_seeded():
     assert render_scene(train_sample(3, 17, size=96)[0]).size == (96, 96)
 
 
-def test_captions_name_colour_shape_count_and_position():
-    colour_shape = re.compile(rf"({'|'.join(COLORS)}) ({'|'.join(SHAPES)})s?\b")
+def test_captions_name_color_shape_count_and_position():
+    color_shape = re.compile(rf"({'|'.join(COLORS)}) ({'|'.join(SHAPES)})s?\b")
     n_single, n_count, n_pos = 0, 0, 0
     for i in range(400):
         scene, caption = train_sample(0, i)
         n = len(scene.objects)
         assert 1 <= n <= 4
         names_count = re.search(rf"\b{COUNT_WORDS[n - 1]}\b", caption) is not None
-        assert colour_shape.search(caption) or names_count, caption
+        assert color_shape.search(caption) or names_count, caption
         # every colour + shape named is one that is in the scene
-        for m in colour_shape.finditer(caption):
+        for m in color_shape.finditer(caption):
             assert any(o.color == m.group(1) and o.shape == m.group(2) for o in scene.objects), caption
         n_single += n == 1
         n_count += n > 1 and names_count

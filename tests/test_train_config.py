@@ -58,7 +58,7 @@ def test_bad_config_values_fail_clearly(tmp_path):
 
 def test_yaml_reads_exponent_numbers_as_floats(tmp_path):
     """PyYAML alone reads ``5e-4`` as a string (YAML 1.1); run configs read it as the float."""
-    from bcos_clip.train.yaml_io import load_yaml
+    from bcos_clip.runtime.yaml_io import load_yaml
 
     assert load_yaml("a: 5e-4\nb: 1.0e-3\nc: 3\nd: .5\ne: 1e3x\nf: 2E+2") == \
         {"a": 5e-4, "b": 1e-3, "c": 3, "d": 0.5, "e": "1e3x", "f": 200.0}

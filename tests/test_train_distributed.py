@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import bcos_clip
-from tests._train_data import losses_by_step, read_metrics, subprocess_env, write_img2dataset, write_tiny_teacher
+from bcos_clip.runtime.runfiles import read_metrics
+from tests._train_data import losses_by_step, subprocess_env, write_img2dataset, write_tiny_teacher
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 import bcos_clip
+from bcos_clip.runtime.hashing import text_tower_digest
+from bcos_clip.runtime.precision import resolve_precision
+from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import LOSSES, TrainConfig, train
 from bcos_clip.train.losses import LossParams
-from bcos_clip.train.precision import resolve_precision
 from bcos_clip.train.task import DistillTask
-from bcos_clip.train.text_targets import CaptionCache, TextTargets, text_tower_fingerprint
-from tests._train_data import (image_bytes, read_metrics, write_imagenet, write_img2dataset,
-                               write_tiny_teacher, write_wds_classification)
+from bcos_clip.train.text_targets import CaptionCache, TextTargets
+from tests._train_data import (image_bytes, write_imagenet, write_img2dataset, write_tiny_teacher,
+                               write_wds_classification)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ def test_teacher_and_student_see_the_same_crop(tiny_rn, tiny_rn_bcos):
 
 
 def test_caption_cache_round_trip_and_model_check(tiny_rn_bcos, tmp_path):
-    fp = text_tower_fingerprint(tiny_rn_bcos)
+    fp = text_tower_digest(tiny_rn_bcos)
     cache = CaptionCache(str(tmp_path), fp)
     targets = TextTargets(tiny_rn_bcos, "captions", torch.device("cpu"), cache=cache)
     text, own = targets.for_batch(["a dog", None, "a cat", "a dog"], torch.full((4,), -1))

@@ -189,7 +189,7 @@ def test_text_cache_refuses_a_pickled_chunk(tmp_path, marker):
 
 def test_teacher_pretraining_shards_never_decode_pickled_members(tmp_path, marker):
     """webdataset's default decoders unpickle .pyd / .pickle members and torch.load .pth ones."""
-    from bcos_clip.train.pretrain_teacher import load_caption_shards
+    from bcos_clip.apps.demo.teacher import load_caption_shards
 
     blob = pickle.dumps(Payload(marker))
     buf = io.BytesIO()
@@ -203,7 +203,7 @@ def test_teacher_pretraining_shards_never_decode_pickled_members(tmp_path, marke
 
 
 def test_benchmark_npy_targets_refuse_object_arrays(marker):
-    from bcos_clip.data.benchmark_wds import decode_target
+    from bcos_clip.data.readers.wds import decode_target
 
     buf = io.BytesIO()
     np.save(buf, np.array([Payload(marker)], dtype=object), allow_pickle=True)

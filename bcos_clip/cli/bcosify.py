@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _recalibrate(model, args: argparse.Namespace) -> dict:
     """Refit the BatchNorm statistics on --calibrate-data; returns what was done (for config.json)."""
-    from bcos_clip.data.calibration import calibration_batches
+    from bcos_clip.data.stream.calibration import calibration_batches
     from bcos_clip.models import recalibrate_batchnorm
 
     n = CALIBRATE_BATCHES if args.calibrate_batches is None else args.calibrate_batches

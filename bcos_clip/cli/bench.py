@@ -10,7 +10,7 @@ from bcos_clip.runtime.output_paths import check_output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from bcos_clip.apps.bench import SECTIONS
+    from bcos_clip.apps.bench.run import SECTIONS
 
     p = sub.add_parser("bench", help="benchmark plain vs B-cos towers, explanations and distillation",
                        description="Measure training step / inference img/s and peak memory of the plain "
@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.apps.bench import BenchConfig, run_bench
+    from bcos_clip.apps.bench.run import BenchConfig, run_bench
 
     check_output_file(args.output)
 

@@ -38,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.apps.demo import run_demo
-    from bcos_clip.apps.demo_config import DemoConfig
-    from bcos_clip.apps.demo_report import duration
+    from bcos_clip.apps.demo.run import run_demo
+    from bcos_clip.apps.demo.config import DemoConfig
+    from bcos_clip.apps.demo.report import duration
 
     check_output_dir(args.output or "demo_out")
 

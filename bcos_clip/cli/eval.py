@@ -13,8 +13,7 @@ Under torchrun, each rank reads its part of the shards and rank 0 scores and wri
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -107,28 +106,16 @@ def _config(args: argparse.Namespace, device: str) -> Any:
                       save_probe=not args.no_save_probe, probe=probe)
 
 
-def _init_distributed(device: Optional[str]) -> str:
-    """Join the torchrun process group (WORLD_SIZE > 1) and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    if world > 1 and not torch.distributed.is_initialized():
-        if cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    return device or ("cuda" if cuda else "cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     from bcos_clip.evaluation.suite import run_suite
+    from bcos_clip.runtime.distributed import init_distributed
 
     check_output_dir(args.output)
     check_output_dir(args.cache_dir, "--cache_dir")
 
     suite = _suite(args)
     models = _models(args)
-    device = _init_distributed(args.device)
+    device = str(init_distributed(args.device).device)  # joins the torchrun process group, if any
     records = run_suite(suite, _config(args, device), models)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.explain.files import ExplainFilesConfig, explain_files
+    from bcos_clip.apps.explain_files import ExplainFilesConfig, explain_files
 
     check_output_dir(args.output)
 

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.models.export import export
+    from bcos_clip.apps.export.hub_folder import export
 
     check_output_dir(args.output)
 

@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.explain.localization import LocalizeConfig, run_localization
+    from bcos_clip.apps.localize import LocalizeConfig, run_localization
 
     check_output_dir(args.output)
 

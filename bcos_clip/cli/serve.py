@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=port, default=8000, help="port to listen on")
     p.add_argument("--examples", default=None, help="a folder of images offered as examples on the page")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--no-colour", dest="colour", action="store_false",
+    p.add_argument("--no-color", "--no-colour", dest="color", action="store_false",
                    help="heat maps only: do not keep the per-channel weights colour explanations need "
                         "(6x less memory per cached image)")
     p.add_argument("--strategy", choices=["tensor", "prompts"], default="tensor",
@@ -51,14 +51,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bcos_clip.apps.serve import ServeConfig, serve
-    from bcos_clip.apps.serve_io import Limits
+    from bcos_clip.apps.serve.server import ServeConfig, serve
+    from bcos_clip.apps.serve.io import Limits
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_image_side=args.max_image_side,
                     max_prompts=args.max_prompts)
     config = ServeConfig(model=args.model, teacher=args.teacher, teacher_pretrained=args.teacher_pretrained,
                          baselines=tuple(args.baseline), host=args.host, port=args.port, examples=args.examples,
-                         device=args.device, colour=args.colour, strategy=args.strategy,
+                         device=args.device, color=args.color, strategy=args.strategy,
                          cache_entries=args.cache_size, cache_mb=args.cache_mb, limits=limits)
     serve(config)
     return 0

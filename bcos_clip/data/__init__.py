@@ -1,1 +1,3 @@
-"""bcos_clip.data"""
+"""Data: training streams (``stream``: img2dataset / ImageNet shards, image folders, transforms,
+calibration images), evaluation readers (``readers``: CLIP_benchmark ``wds/``, HF datasets, image folders
+behind one interface) and the synthetic shapes world (``shapes``)."""

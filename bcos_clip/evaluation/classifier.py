@@ -11,8 +11,8 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 
-from bcos_clip.evaluation.hashing import json_digest, text_tower_digest
-from bcos_clip.evaluation.precision import autocast
+from bcos_clip.runtime.hashing import json_digest, text_tower_digest
+from bcos_clip.runtime.precision import autocast
 from bcos_clip.models.text import format_template, encode_prompts
 from bcos_clip.models.torch_files import load_tensors
 

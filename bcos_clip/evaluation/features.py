@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bcos_clip.evaluation.distributed import all_gather, rank_world
-from bcos_clip.evaluation.hashing import json_digest
-from bcos_clip.evaluation.precision import autocast
+from bcos_clip.runtime.distributed import all_gather, rank_world
+from bcos_clip.runtime.hashing import json_digest
+from bcos_clip.runtime.precision import autocast
 from bcos_clip.evaluation.results import first_line
 from bcos_clip.models import DegenerateEmbeddingError, EmbeddingWatch
 from bcos_clip.models.torch_files import load_tensors

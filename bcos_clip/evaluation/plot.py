@@ -1,10 +1,13 @@
 """Bar chart of group means (one panel per task, one bar per model in each group): matplotlib when
-installed, else a plain Pillow drawing. ``PLOTTERS[name](data, path)``."""
+installed, else a plain Pillow drawing. ``PLOTTERS[name](data, path)``.
+
+The one chart palette of the project (``PALETTE``, ``NEUTRAL``; ``rgb01`` for matplotlib) and the Agg
+``pyplot`` live here; the demo's figures use them too."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -12,6 +15,22 @@ log = logging.getLogger(__name__)
 GroupMeans = Dict[str, Dict[str, Dict[str, Optional[float]]]]
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+NEUTRAL = (154, 165, 177)  # bars that are not the subject of a chart (e.g. baselines)
+
+
+def rgb01(color: Tuple[int, int, int]) -> Tuple[float, float, float]:
+    """A palette colour (0-255) as matplotlib's (0-1) RGB."""
+    return color[0] / 255, color[1] / 255, color[2] / 255
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _models(data: GroupMeans) -> List[str]:
@@ -23,11 +42,7 @@ def _models(data: GroupMeans) -> List[str]:
 
 
 def plot_matplotlib(data: GroupMeans, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = _models(data)
     fig, axes = plt.subplots(1, len(data), figsize=(4.5 * len(data), 3.8), squeeze=False)
     width = 0.8 / max(len(models), 1)
@@ -36,7 +51,7 @@ def plot_matplotlib(data: GroupMeans, path: Path) -> Path:
         for j, m in enumerate(models):
             vals = [100 * (groups[g].get(m) or 0.0) for g in names]
             ax.bar([i + (j - (len(models) - 1) / 2) * width for i in range(len(names))], vals,
-                   width, label=m, color=[c / 255 for c in PALETTE[j % len(PALETTE)]])
+                   width, label=m, color=rgb01(PALETTE[j % len(PALETTE)]))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names)
         ax.set_title(task)

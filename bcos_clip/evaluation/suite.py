@@ -6,8 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from bcos_clip.evaluation.datasets import dataset_name
-from bcos_clip.evaluation.distributed import is_main
+from bcos_clip.data.readers.registry import dataset_name
+from bcos_clip.runtime.distributed import is_main_process
 from bcos_clip.evaluation.results import first_line, make_record, result_path, write_record
 from bcos_clip.evaluation.suite_files import Suite, SuiteEntry, load_groups
 from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate, existing_ok
@@ -46,7 +46,7 @@ def _failed(ident: Tuple[str, Optional[str], str], entry: SuiteEntry, cfg: EvalC
     if existing_ok(path):
         log.warning("kept the earlier successful result %s (not replaced by this failure)", path)
         rec = {**rec, "kept_earlier_result": str(path)}
-    elif is_main():
+    elif is_main_process():
         write_record(path, rec)
     return rec
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
 from bcos_clip.evaluation.results import TASK_NAMES
+from bcos_clip.runtime.resources import EVAL_SUITES, resource_root
+from bcos_clip.runtime.yaml_io import load_yaml
 
-PACKAGE = "bcos_clip.eval_suites"
+PACKAGE = EVAL_SUITES
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def read_resource_text(name: str, default_dir: str = "suites", suffix: str = ".y
             return cand.read_text(encoding="utf-8"), str(cand)
     rel = name[len("eval/"):] if name.startswith("eval/") else name
     rels = [rel, f"{default_dir}/{rel}", f"{default_dir}/{rel}{suffix}", f"{rel}{suffix}"]
-    base = resources.files(PACKAGE)
+    base = resource_root(PACKAGE)
     for r in rels:
         node = base.joinpath(*r.split("/"))
         if node.is_file():
@@ -123,9 +122,7 @@ def _model(item: Any, where: str) -> ModelSpec:
 def load_suite(name: str) -> Suite:
     """Parse a suite YAML (see the module docstring); a malformed file raises naming it and the key."""
     text, where = read_resource_text(name)
-    stream = io.StringIO(text)
-    stream.name = where  # YAML syntax errors name the file
-    data = _mapping(yaml.safe_load(stream) or {}, SUITE_KEYS, "the suite", where)
+    data = _mapping(load_yaml(text, where) or {}, SUITE_KEYS, "the suite", where)  # errors name the file
     if not isinstance(data.get("datasets"), list):
         raise ValueError(f"{where}: a suite needs a 'datasets' list")
     default_tasks = data.get("tasks", ["zeroshot_classification"])

@@ -12,12 +12,12 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from bcos_clip.evaluation.classifier import class_prompts, tokenizer_context_length
-from bcos_clip.evaluation.datasets import dataset_name, open_dataset
-from bcos_clip.evaluation.distributed import rank_world
+from bcos_clip.data.readers.registry import dataset_name, open_dataset
+from bcos_clip.runtime.distributed import rank_world
 from bcos_clip.evaluation.features import LoaderSettings, cached_split_features
-from bcos_clip.evaluation.hashing import json_digest, model_digest, text_tower_digest
+from bcos_clip.runtime.hashing import json_digest, model_digest, text_tower_digest
 from bcos_clip.evaluation.linear_probe import ProbeConfig, fit_and_evaluate, save_probe
-from bcos_clip.evaluation.precision import effective_precision
+from bcos_clip.runtime.precision import effective_precision
 from bcos_clip.evaluation.results import make_record, model_label, read_record, result_path, write_record
 from bcos_clip.evaluation.zeroshot import TaskOutput, zeroshot_classification, zeroshot_retrieval
 

@@ -8,11 +8,12 @@ from typing import Any, Dict, Optional
 import torch
 
 from bcos_clip.evaluation.classifier import cached_classifier, encode_texts
-from bcos_clip.evaluation.distributed import rank_world
+from bcos_clip.runtime.distributed import rank_world
 from bcos_clip.evaluation.features import LoaderSettings, split_features
 from bcos_clip.evaluation.metrics import classification_metrics, mean_average_precision, retrieval_metrics
+from bcos_clip.models.text import CLIP_LOGIT_SCALE
 
-LOGIT_SCALE = 100.0
+LOGIT_SCALE = CLIP_LOGIT_SCALE
 
 
 @dataclass

@@ -25,8 +25,8 @@ from typing import List, Optional, Sequence
 import torch
 
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.jacobian import (batched_grads, compute_dtype, encode_input, no_tf32, project,
-                                       require_bcos, tower_pass)
+from bcos_clip.explain.jacobian import (compute_dtype, encode_input, no_tf32, project, require_bcos,
+                                       row_contributions, tower_pass)
 from bcos_clip.explain.prompts import check_text_for_images
 from bcos_clip.models import BcosCLIP
 
@@ -103,14 +103,7 @@ class ImageContributions:
 def _one_chunk(model: BcosCLIP, images: torch.Tensor, d_chunk: int, keep_weights: bool) -> ImageContributions:
     x6 = encode_input(images, compute_dtype(model))
     u, bias = tower_pass(model, x6)
-    n, d = u.shape
-    contributions = torch.empty(n, d, *x6.shape[-2:], device=x6.device, dtype=x6.dtype)
-    weights = torch.empty(n, d, *x6.shape[1:], device=x6.device, dtype=x6.dtype) if keep_weights else None
-    for rows, g in batched_grads(u, x6, d_chunk):  # g: (k, N, 6, H, W)
-        w = g.transpose(0, 1)
-        contributions[:, rows] = (w * x6.detach().unsqueeze(1)).sum(2)
-        if weights is not None:
-            weights[:, rows] = w
+    contributions, weights = row_contributions(u, x6, d_chunk, keep_weights)
     return ImageContributions(contributions=contributions, bias=bias, embedding=u.detach(),
                               images=x6.detach()[:, :3], weights=weights)
 

@@ -18,8 +18,8 @@ import torch
 
 from bcos_clip.explain.contributions import image_contributions
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.jacobian import (batched_grads, compute_dtype, encode_input, no_tf32, project,
-                                       require_bcos, tower_pass)
+from bcos_clip.explain.jacobian import (compute_dtype, encode_input, no_tf32, project, require_bcos,
+                                       row_contributions, tower_pass)
 from bcos_clip.explain.prompts import (Prompts, Templates, check_text_for_images, prompt_embeddings,
                                        resolve_templates)
 from bcos_clip.models import BcosCLIP
@@ -36,14 +36,7 @@ def _prompts_chunk(model: BcosCLIP, images: torch.Tensor, text: torch.Tensor, k_
     u, bias_basis = tower_pass(model, x6)
     text = text.to(x6.dtype)
     scores = project(u, text)  # (n, K)
-    n, k = scores.shape
-    contributions = torch.empty(n, k, *x6.shape[-2:], device=x6.device, dtype=x6.dtype)
-    weights = torch.empty(n, k, *x6.shape[1:], device=x6.device, dtype=x6.dtype) if return_weights else None
-    for rows, g in batched_grads(scores, x6, k_chunk):  # g: (k, n, 6, H, W)
-        w = g.transpose(0, 1)
-        contributions[:, rows] = (w * x6.detach().unsqueeze(1)).sum(2)
-        if weights is not None:
-            weights[:, rows] = w
+    contributions, weights = row_contributions(scores, x6, k_chunk, return_weights)
     return dict(contributions=contributions, scores=scores.detach(), bias=project(bias_basis, text),
                 weights=weights)
 

@@ -5,7 +5,8 @@
    and the recorded factors, giving the bias of every embedding coordinate. Recorded factors are
    dropped and the train/explanation state restored on exit, also on exceptions.
 2. `batched_grads`: rows of the Jacobian of any (N, K) function of u, K at a time in chunks, each chunk
-   one batched backward (`torch.autograd.grad(..., is_grads_batched=True)`).
+   one batched backward (`torch.autograd.grad(..., is_grads_batched=True)`); `row_contributions` runs
+   them and keeps the contributions (and, on request, the weights) of every row.
 
 Prompts path: y = u @ T^T (K rows). Basis path: y = u itself (D rows, the embedding basis).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
@@ -97,3 +98,19 @@ def batched_grads(y: torch.Tensor, x: torch.Tensor, chunk: int) -> Iterator[Tupl
         eye[torch.arange(stop - start), :, torch.arange(start, stop)] = 1.0
         (g,) = torch.autograd.grad(y, x, grad_outputs=eye, is_grads_batched=True, retain_graph=stop < k)
         yield slice(start, stop), g
+
+
+def row_contributions(y: torch.Tensor, x6: torch.Tensor, chunk: int,
+                      keep_weights: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Contributions of every pixel to each of the K rows of y (N, K), a function of x6 (N, 6, H, W):
+    (N, K, H, W) = sum over the 6 channels of x6 * d y[:, k] / d x6, and the weights d y / d x6
+    (N, K, 6, H, W) when ``keep_weights`` (else None); `chunk` rows per batched backward."""
+    n, k = y.shape
+    contributions = torch.empty(n, k, *x6.shape[-2:], device=x6.device, dtype=x6.dtype)
+    weights = torch.empty(n, k, *x6.shape[1:], device=x6.device, dtype=x6.dtype) if keep_weights else None
+    for rows, g in batched_grads(y, x6, chunk):  # g: (k, N, 6, H, W)
+        w = g.transpose(0, 1)
+        contributions[:, rows] = (w * x6.detach().unsqueeze(1)).sum(2)
+        if weights is not None:
+            weights[:, rows] = w
+    return contributions, weights

@@ -26,6 +26,7 @@ from bcos_clip.explain.baselines import ATTRIBUTIONS
 from bcos_clip.explain.prompts import Templates, prompt_embeddings
 from bcos_clip.explain.visualize import box_smooth
 from bcos_clip.models import EmbeddingWatch
+from bcos_clip.models.text import CLIP_LOGIT_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,37 @@ def select_confident(model: torch.nn.Module, images: torch.Tensor, labels: torch
         for i in range(0, images.shape[0], batch_size):
             batch = as_unit_float(images[i:i + batch_size].to(device))
             emb = F.normalize(watch(model.encode_image(batch).float()), dim=-1)
-            prob, top = (100.0 * emb @ class_text.T).softmax(-1).max(-1)
+            prob, top = (CLIP_LOGIT_SCALE * emb @ class_text.T).softmax(-1).max(-1)
             keep.append((top.cpu() == labels[i:i + batch_size].cpu()) & (prob.cpu() >= threshold))
     finally:
         model.train(was_training)
     return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.bool)
+
+
+def collect_confident(model: torch.nn.Module, dataset: torch.utils.data.IterableDataset, class_text: torch.Tensor,
+                      per_class: int, max_images: Optional[int] = None, threshold: float = 0.5,
+                      batch_size: int = 64) -> Dict[int, torch.Tensor]:
+    """Read (image (3, H, W) in [0, 1], label, ...) samples and keep up to `per_class` correctly and
+    confidently classified images per class, as uint8 (M_c, 3, H, W). Stops when every class is full
+    or after `max_images` samples; a zero or non-finite image embedding raises DegenerateEmbeddingError."""
+    n_classes = class_text.shape[0]
+    kept: Dict[int, List[torch.Tensor]] = {}
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    seen = 0
+    watch = EmbeddingWatch(model, "selecting confident images")
+    for batch in tqdm(loader, desc="selecting confident images", leave=False):
+        images, labels = batch[0], batch[1]  # (image, target[, order key]) samples
+        ok = select_confident(model, images, labels, class_text, threshold, batch_size, watch)
+        for img, lab in zip(images[ok], labels[ok]):
+            bucket = kept.setdefault(int(lab), [])
+            if len(bucket) < per_class:
+                bucket.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        seen += len(labels)
+        full = len(kept) == n_classes and all(len(v) >= per_class for v in kept.values())
+        if full or (max_images is not None and seen >= max_images):
+            break
+    log.info("read %d images; %d confident ones in %d classes", seen, sum(map(len, kept.values())), len(kept))
+    return {c: torch.stack(v) for c, v in kept.items()}
 
 
 @dataclass

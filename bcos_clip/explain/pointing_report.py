@@ -34,21 +34,21 @@ def histogram_picture(scores: torch.Tensor, title: str, chance: Optional[float] 
         draw.text((x - 10, top + plot_h + 4), f"{t:.2f}", fill="black", font=fnt)
     draw.text((4, top - 4), str(peak), fill="black", font=fnt)
     marks = [("mean", float(values.mean()), (0, 0, 0))] + ([("chance", chance, (150, 150, 150))] if chance else [])
-    for name, v, colour in marks:
+    for name, v, color in marks:
         x = left + v * plot_w
-        draw.line([x, top, x, top + plot_h], fill=colour, width=2)
+        draw.line([x, top, x, top + plot_h], fill=color, width=2)
     mean_txt = f"mean {values.mean():.3f}" + (f", chance {chance:.3f}" if chance else "")
     draw.text((left, 6), f"{title}   {mean_txt}   (n = {values.size})", fill="black", font=fnt)
     draw.text((left + plot_w // 2 - 70, height - 16), "share of positive mass in the cell", fill="black", font=fnt)
     return pic
 
 
-def _outline(picture: Image.Image, n: int, cell: int, colour: tuple = (255, 215, 0)) -> Image.Image:
+def _outline(picture: Image.Image, n: int, cell: int, color: tuple = (255, 215, 0)) -> Image.Image:
     """Outline cell `cell` (row-major) of an n x n grid picture."""
     pic = picture.copy()
     xs, ys = cell_bounds(pic.width, n), cell_bounds(pic.height, n)
     r, c = divmod(cell, n)
-    ImageDraw.Draw(pic).rectangle([xs[c], ys[r], xs[c + 1] - 1, ys[r + 1] - 1], outline=colour, width=3)
+    ImageDraw.Draw(pic).rectangle([xs[c], ys[r], xs[c + 1] - 1, ys[r + 1] - 1], outline=color, width=3)
     return pic
 
 

@@ -13,22 +13,22 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bcos_clip.explain.explanation import Explanation
-from bcos_clip.explain.visualize import (colour_explanation, heatmap, image_array, on_background, overlay,
+from bcos_clip.explain.visualize import (color_explanation, heatmap, image_array, on_background, overlay,
                                          to_pil)
 
 PAD = 4
 View = Callable[[Explanation, int, int, int], np.ndarray]
 
 
-def _colour(e: Explanation, n: int, k: int, smooth: int) -> np.ndarray:
+def _color(e: Explanation, n: int, k: int, smooth: int) -> np.ndarray:
     if e.weights is None:
         raise ValueError("the colour view needs weights: explain(..., return_weights=True)")
-    return on_background(colour_explanation(e.weights[n, k], e.images[n], smooth=smooth))
+    return on_background(color_explanation(e.weights[n, k], e.images[n], smooth=smooth))
 
 
 VIEWS: Dict[str, View] = {
     "image": lambda e, n, k, smooth: image_array(e.images[n]),
-    "colour": _colour,
+    "colour": _color,
     "heatmap": lambda e, n, k, smooth: heatmap(e.contributions[n, k]),
     "overlay": lambda e, n, k, smooth: overlay(e.images[n], e.contributions[n, k]),
 }

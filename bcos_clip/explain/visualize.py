@@ -39,7 +39,7 @@ def box_smooth(maps: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool2d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False).reshape(shape)
 
 
-def colour_explanation(weights: torch.Tensor, image: torch.Tensor, smooth: int = 0,
+def color_explanation(weights: torch.Tensor, image: torch.Tensor, smooth: int = 0,
                        percentile: float = 99.5) -> np.ndarray:
     """B-cos colour explanation (METHOD.md §4). weights: (6, H, W) dynamic linear weights of one
     (image, prompt); image: (3, H, W) in [0, 1] or its (6, H, W) encoding. -> RGBA (H, W, 4) in [0, 1].
@@ -91,9 +91,9 @@ def overlay(image: torch.Tensor, contribution: torch.Tensor, percentile: float =
     img = image.detach().float().cpu()[:3].permute(1, 2, 0).numpy()
     c = contribution.detach().float().cpu()
     v = np.clip((c / (scale or symmetric_scale(c, percentile))).numpy(), -1, 1)
-    grey = np.repeat((0.25 + 0.5 * img.mean(-1, keepdims=True)), 3, axis=-1)
+    gray = np.repeat((0.25 + 0.5 * img.mean(-1, keepdims=True)), 3, axis=-1)
     a = (max_alpha * np.abs(v))[..., None]
-    return (1 - a) * grey + a * diverging(v)
+    return (1 - a) * gray + a * diverging(v)
 
 
 def on_background(rgba: np.ndarray, background: float = 0.0) -> np.ndarray:

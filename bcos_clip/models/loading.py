@@ -209,6 +209,18 @@ def load_clip(name: str, pretrained: Optional[str] = None,
     return model, make_preprocess(pp, normalize=True), make_tokenizer(model_cfg)
 
 
+def hub_model_id(name: Optional[str], pretrained: Optional[str]) -> Optional[str]:
+    """The Hugging Face hub id of an open_clip (name, tag) teacher, when open_clip knows one."""
+    if not name or not pretrained:
+        return None
+    try:
+        cfg = open_clip.get_pretrained_cfg(str(name).replace("/", "-"), str(pretrained)) or {}
+    except Exception:  # unknown names / tags simply have no hub id
+        return None
+    hub = cfg.get("hf_hub") or ""
+    return hub.strip("/") or None
+
+
 def model_source(model: nn.Module) -> Dict[str, Any]:
     """The provenance recorded by load_clip (name, pretrained, overrides, model_cfg, preprocess_cfg)."""
     src = getattr(model, SOURCE_ATTR, None)

@@ -8,6 +8,9 @@ import torch.nn.functional as F
 
 Template = Union[str, Callable[[str], str]]
 DEFAULT_TEMPLATES = ("a photo of {}.",)
+# CLIP's logit scale: exp(t) of its learned temperature, clamped at 100 (the released models sit there).
+# Zero-shot logits, the confidence softmax(100 cos) of the pointing game and explain's "probs" use it.
+CLIP_LOGIT_SCALE = 100.0
 
 
 def format_template(template: Template, text: str) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 
 from bcos_clip.nn.bcos_linear import BcosLinear
 from bcos_clip.nn.dynamic import DynamicModule
-from bcos_clip.nn.functional import _acc
+from bcos_clip.nn.functional import at_least_fp32
 
 Proj = Union[BcosLinear, nn.Linear]
 
@@ -25,7 +25,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Ten
     logits = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     if mask is not None:
         logits = logits + mask
-    return _acc(logits).softmax(-1).to(q.dtype)
+    return at_least_fp32(logits).softmax(-1).to(q.dtype)
 
 
 class BcosSelfAttention(DynamicModule):

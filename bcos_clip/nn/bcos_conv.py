@@ -9,7 +9,7 @@ from torch import nn
 
 from bcos_clip.nn import fused
 from bcos_clip.nn.dynamic import DynamicModule
-from bcos_clip.nn.functional import _pair, grouped_factor, patch_norm
+from bcos_clip.nn.functional import as_pair, grouped_factor, patch_norm
 
 
 class BcosConv2d(DynamicModule):
@@ -38,8 +38,8 @@ class BcosConv2d(DynamicModule):
         if isinstance(padding, str):
             raise ValueError(f"BcosConv2d: string padding {padding!r} is not supported; give integers")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.kernel_size = as_pair(kernel_size)
+        self.stride, self.padding, self.dilation = as_pair(stride), as_pair(padding), as_pair(dilation)
         self.groups = groups
         self.b = float(b)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))

@@ -13,12 +13,13 @@ IntPair = Union[int, Tuple[int, int]]
 NORM_EPS = 1e-6
 
 
-def _pair(v: IntPair) -> Tuple[int, int]:
+def as_pair(v: IntPair) -> Tuple[int, int]:
+    """A kernel size / stride / padding as (h, w): ``3`` -> (3, 3)."""
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _acc(x: torch.Tensor) -> torch.Tensor:
-    """Accumulate in at least fp32 (half / bf16 inputs are upcast; float64 stays float64)."""
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x to accumulate in: half / bf16 inputs are upcast to fp32; fp32 and float64 stay as they are."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
@@ -37,14 +38,14 @@ def patch_norm(
     (k x k x C/groups) of x^2 + eps), computed as a channel sum of squares followed by a box filter,
     never as a full convolution of x^2 with a ones kernel (METHOD.md §1). Computed in >= fp32.
     """
-    kh, kw = _pair(kernel_size)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
+    kh, kw = as_pair(kernel_size)
+    ph, pw = as_pair(padding)
+    dh, dw = as_pair(dilation)
     n, c, h, w = x.shape
-    sq = _acc(x).square()
+    sq = at_least_fp32(x).square()
     sq = sq.view(n, groups, c // groups, h, w).sum(2) if groups > 1 else sq.sum(1, keepdim=True)
     if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
-        s = _pair(stride)
+        s = as_pair(stride)
         summed = sq[:, :, :: s[0], :: s[1]]
     elif (dh, dw) == (1, 1) and ph <= kh // 2 and pw <= kw // 2:
         summed = F.avg_pool2d(sq, (kh, kw), stride, (ph, pw), count_include_pad=True, divisor_override=1)
@@ -57,7 +58,7 @@ def patch_norm(
 
 def vector_norm(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """||x|| over the last dimension, keepdim, >= fp32: x (..., D) -> (..., 1)."""
-    return (_acc(x).square().sum(-1, keepdim=True) + eps).sqrt()
+    return (at_least_fp32(x).square().sum(-1, keepdim=True) + eps).sqrt()
 
 
 def bcos_factor(z: torch.Tensor, norm: torch.Tensor, b: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from bcos_clip.nn.functional import NORM_EPS, _pair
+from bcos_clip.nn.functional import NORM_EPS, as_pair
 
 _STATE: Dict[str, bool] = {"fast": True, "triton": True}
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -237,7 +237,7 @@ def conv_scale(x: torch.Tensor, z: torch.Tensor, kernel_size: Any, stride: Any, 
     Returns z * (|z| / ||x_patch||)^(B-1) in z's dtype and layout.
     """
     sq = _sum_squares(x, 1)  # (N, 1, H, W) fp32
-    s = box_sum(sq, _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation))
+    s = box_sum(sq, as_pair(kernel_size), as_pair(stride), as_pair(padding), as_pair(dilation))
     return _scale(z, s, float(b), 1, eps)
 
 

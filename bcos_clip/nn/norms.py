@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bcos_clip.nn.dynamic import DynamicModule
-from bcos_clip.nn.functional import _acc
+from bcos_clip.nn.functional import at_least_fp32
 from bcos_clip.nn.fused import fast_path_enabled
 
 
@@ -21,17 +21,17 @@ class _UncenteredBNTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float):  # type: ignore[override]
-        var, mean = torch.var_mean(_acc(x), dim=(0, 2, 3), correction=0)
+        var, mean = torch.var_mean(at_least_fp32(x), dim=(0, 2, 3), correction=0)
         r = torch.rsqrt(var + eps)
         ctx.save_for_backward(x, weight, mean, r)
-        return x * (_acc(weight) * r).to(x.dtype)[None, :, None, None], var
+        return x * (at_least_fp32(weight) * r).to(x.dtype)[None, :, None, None], var
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor, _gvar: torch.Tensor):  # type: ignore[override]
         x, weight, mean, r = ctx.saved_tensors
         m = x.numel() / x.shape[1]
-        gamma, g32, x32 = _acc(weight), _acc(g), _acc(x)
+        gamma, g32, x32 = at_least_fp32(weight), at_least_fp32(g), at_least_fp32(x)
         a = (g32 * x32).sum(dim=(0, 2, 3))
         gx = (g32 * (gamma * r)[None, :, None, None]
               - (a * gamma * r.pow(3) / m)[None, :, None, None] * (x32 - mean[None, :, None, None]))
@@ -68,11 +68,11 @@ class UncenteredBatchNorm2d(nn.Module):
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel multiplier gamma / sqrt(var + eps), shape (C,)."""
         if self.training:
-            var = _acc(x).var(dim=(0, 2, 3), unbiased=False)
+            var = at_least_fp32(x).var(dim=(0, 2, 3), unbiased=False)
             self._update_running_var(var, x)
         else:
-            var = _acc(self.running_var)
-        return _acc(self.weight) * torch.rsqrt(var + self.eps)
+            var = at_least_fp32(self.running_var)
+        return at_least_fp32(self.weight) * torch.rsqrt(var + self.eps)
 
     def _update_running_var(self, var: torch.Tensor, x: torch.Tensor) -> None:
         with torch.no_grad():

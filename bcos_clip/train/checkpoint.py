@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from bcos_clip.runtime.runfiles import TRAIN_CONFIG
 from bcos_clip.train.state_codec import StateFileError, read_state, state_files, write_state
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def save_checkpoint(output: str, step: int, write_model, state: Dict[str, Any],
     tmp.mkdir()
     write_model(tmp)
     write_state(*state_files(tmp, STATE_STEM), state)
-    (tmp / "train_config.json").write_text(config_json)
+    (tmp / TRAIN_CONFIG).write_text(config_json)
     final = root / name
     if final.exists():
         shutil.rmtree(final)

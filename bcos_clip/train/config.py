@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.runtime.precision import PRECISIONS
+from bcos_clip.runtime.runfiles import TRAIN_CONFIG
 from bcos_clip.train.losses import LOSSES, LossParams
 
-PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "const")
 TEXT_SOURCES = ("auto", "captions", "classnames")
 REPORTERS = ("", "tensorboard")
-CONFIG_JSON = "train_config.json"
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save_json(self, directory: Path) -> Path:
-        path = Path(directory) / CONFIG_JSON
+        path = Path(directory) / TRAIN_CONFIG
         path.write_text(dumps_strict(self.to_dict(), f"train config {path}", indent=2, sort_keys=True))
         return path
 
@@ -181,7 +181,7 @@ def check_option(name: str, value: Any) -> Any:
     return value
 
 
-def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
+def normalize_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
     """``-`` -> ``_`` in keys; unknown keys raise naming ``where``."""
     out = {}
     for key, value in values.items():
@@ -196,7 +196,7 @@ def normalise_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
 
 def read_yaml(path: str) -> Dict[str, Any]:
     """A YAML run config as a dict of field values."""
-    from bcos_clip.train.yaml_io import load_yaml
+    from bcos_clip.runtime.yaml_io import load_yaml
 
     p = Path(path)
     if not p.is_file():
@@ -204,7 +204,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     data = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of options at the top level")
-    return _checked(normalise_keys(data, f"--config {path}"), f"--config {path}")
+    return _checked(normalize_keys(data, f"--config {path}"), f"--config {path}")
 
 
 def _checked(values: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -220,7 +220,7 @@ def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> T
     ``--epochs`` given on the command line drops a YAML ``steps`` and vice versa.
     """
     values = read_yaml(yaml_path) if yaml_path else {}
-    flags = normalise_keys(flags, "command line")
+    flags = normalize_keys(flags, "command line")
     if "epochs" in flags and flags["epochs"] is not None:
         values.pop("steps", None)
     if "steps" in flags and flags["steps"] is not None:
@@ -240,7 +240,7 @@ def load_config_json(path: Path) -> TrainConfig:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of training options")
-    values = _checked(normalise_keys(data, str(path)), str(path))
+    values = _checked(normalize_keys(data, str(path)), str(path))
     missing = [n for n in REQUIRED if n not in values]
     if missing:
         raise ValueError(f"{path}: missing option(s) {', '.join(missing)}")

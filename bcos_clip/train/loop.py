@@ -18,18 +18,19 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
-from bcos_clip.data.train_shards import make_epoch_loader
-from bcos_clip.data.transforms import to_unit_float
+from bcos_clip.data.stream.loader import make_epoch_loader
+from bcos_clip.data.stream.transforms import to_unit_float
 from bcos_clip.models import DegenerateEmbeddingError, save
 from bcos_clip.models.strict_json import dumps_strict
+from bcos_clip.runtime.distributed import (all_gather, all_reduce_sum, any_rank, barrier, broadcast_module_,
+                                         cleanup_distributed, init_distributed)
+from bcos_clip.runtime.hashing import model_digest
+from bcos_clip.runtime.runfiles import SUMMARY
 from bcos_clip.train.checkpoint import rng_states, save_checkpoint
 from bcos_clip.train.config import TrainConfig
-from bcos_clip.train.distributed import (all_gather_objects, all_reduce_sum, any_rank, barrier,
-                                         broadcast_module_, cleanup_distributed, init_distributed,
-                                         replica_fingerprint)
 from bcos_clip.train.metrics import MetricsLogger
 from bcos_clip.train.optim import clip_gradients_, lr_at, set_lr
-from bcos_clip.train.run_folder import SUMMARY_NAME, check_run_folder, clear_run
+from bcos_clip.train.run_folder import check_run_folder, clear_run
 from bcos_clip.train.session import Session, build_session
 from bcos_clip.train.zeroshot_check import ZeroShotCheck
 
@@ -256,13 +257,13 @@ class Trainer:
 
     def _summary(self) -> Dict[str, Any]:
         s = self.s
-        mine = {"rank": s.info.rank, "steps": s.step, "fingerprint": replica_fingerprint(s.student.visual),
+        mine = {"rank": s.info.rank, "steps": s.step, "fingerprint": model_digest(s.student.visual),
                 "shards": sorted(self.shards_seen), "counters": dict(self.counters)}
-        ranks = all_gather_objects(mine, s.info)
+        ranks = all_gather(mine)
         summary = {"rank": s.info.rank, "steps": s.step, "plan": dataclasses.asdict(s.plan),
                    "checkpoint": str(Path(s.cfg.output) / "checkpoints" / "latest"), "ranks": ranks}
         if s.info.is_main:
-            (Path(s.cfg.output) / SUMMARY_NAME).write_text(dumps_strict(summary, SUMMARY_NAME, indent=2))
+            (Path(s.cfg.output) / SUMMARY).write_text(dumps_strict(summary, SUMMARY, indent=2))
         return summary
 
 

@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from bcos_clip.runtime.runfiles import METRICS
+
 log = logging.getLogger(__name__)
-METRICS_NAME = "metrics.jsonl"
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -36,7 +37,7 @@ class MetricsLogger:
 
     def __init__(self, output: str, enabled: bool, report_to: str = "", resume_step: Optional[int] = None) -> None:
         self.enabled = enabled
-        self.path = Path(output) / METRICS_NAME
+        self.path = Path(output) / METRICS
         self.tb = None
         if not enabled:
             return

@@ -30,15 +30,14 @@ from typing import List
 
 from bcos_clip.runtime.contained import is_inside
 from bcos_clip.runtime.output_paths import check_output_dir
+from bcos_clip.runtime.runfiles import METRICS, SUMMARY, TRAIN_CONFIG
 from bcos_clip.train.checkpoint import CHECKPOINTS, LATEST, checkpoints_dir
-from bcos_clip.train.config import CONFIG_JSON, TrainConfig
-from bcos_clip.train.metrics import METRICS_NAME
+from bcos_clip.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (CHECKPOINTS, METRICS_NAME, CONFIG_JSON, SUMMARY_NAME, TENSORBOARD_DIR)
+RUN_FILES = (CHECKPOINTS, METRICS, TRAIN_CONFIG, SUMMARY, TENSORBOARD_DIR)
 # fields that may differ between launches of the same run
 _LAUNCH_FIELDS = ("resume", "overwrite")
 
@@ -64,10 +63,10 @@ def run_files(output: str) -> List[str]:
 def _same_run_stopped_early(cfg: TrainConfig) -> bool:
     """True when OUTPUT holds only the records of this configuration stopped before its first checkpoint."""
     root = Path(cfg.output)
-    if (root / SUMMARY_NAME).exists():  # a finished run
+    if (root / SUMMARY).exists():  # a finished run
         return False
     try:
-        old = json.loads((root / CONFIG_JSON).read_text())
+        old = json.loads((root / TRAIN_CONFIG).read_text())
     except (OSError, ValueError):
         return False
     now = cfg.to_dict()

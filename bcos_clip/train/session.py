@@ -16,19 +16,19 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bcos_clip.data.shard_sources import ShardSet, expand_train_spec, resolve_num_samples
-from bcos_clip.data.train_shards import StreamSpec, clamp_workers, first_sample_fields
-from bcos_clip.data.transforms import CropSpec
+from bcos_clip.data.stream.loader import StreamSpec, clamp_workers, first_sample_fields
+from bcos_clip.data.stream.sources import ShardSet, expand_train_spec, resolve_num_samples
+from bcos_clip.data.stream.transforms import CropSpec
 from bcos_clip.models import BcosCLIP, PlainCLIP
+from bcos_clip.runtime.distributed import DistInfo, broadcast_module_
+from bcos_clip.runtime.hashing import text_tower_digest
+from bcos_clip.runtime.precision import Precision, resolve_precision
 from bcos_clip.train.checkpoint import find_resume, load_state, restore_rng_states
 from bcos_clip.train.config import TrainConfig
-from bcos_clip.train.distributed import DistInfo, broadcast_module_
 from bcos_clip.train.losses import TEXT_LOSSES
 from bcos_clip.train.optim import make_optimizer
-from bcos_clip.train.precision import Precision, resolve_precision
 from bcos_clip.train.task import DistillTask, build_models, prepare_devices
-from bcos_clip.train.text_targets import CaptionCache, TextTargets, class_prompt_embeddings, \
-    text_tower_fingerprint
+from bcos_clip.train.text_targets import CaptionCache, TextTargets, class_prompt_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def build_text_targets(cfg: TrainConfig, shardset: ShardSet, student: BcosCLIP, 
         emb = class_prompt_embeddings(student, cfg.classnames, cfg.templates, info.device)
         return TextTargets(student, mode, info.device, class_embeddings=emb), None
     cache = CaptionCache(cfg.text_cache if info.is_main else None,
-                         text_tower_fingerprint(student) if cfg.text_cache and info.is_main else "")
+                         text_tower_digest(student) if cfg.text_cache and info.is_main else "")
     return TextTargets(student, mode, info.device, cache=cache), cache
 
 

@@ -17,9 +17,9 @@ from bcos_clip import nn as bnn
 from bcos_clip.models import BcosCLIP, PlainCLIP, bcosify, is_checkpoint_dir, load, load_clip, read_config
 from bcos_clip.models.checkpoint import TEACHER_VISUAL_NAME, WEIGHTS_NAME, load_teacher_visual, \
     load_weights_strict, read_model_weights
+from bcos_clip.runtime.precision import Precision, teacher_dtype
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.losses import LOSSES, TEXT_LOSSES
-from bcos_clip.train.precision import Precision, teacher_dtype
 from bcos_clip.train.text_targets import TextTargets
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,14 @@
 """Frozen text embeddings for the ``text_kd`` loss: the batch's captions or fixed class prompts.
 
 - ``captions``: the distinct captions of each batch through the frozen text tower, optionally cached
-  on disk by caption hash (``--text-cache DIR``; safetensors chunks, tied to the text tower by a
-  fingerprint so that a cache from another model is refused).
+  on disk by caption hash (``--text-cache DIR``; safetensors chunks, tied to the text tower by its
+  sha256 digest, ``runtime.hashing.text_tower_digest``, so that a cache from another model is refused).
 - ``classnames``: class names (a ``--classnames`` file, one a line, else open_clip's 1000 ImageNet
   names) x templates, embedded once at start-up; the image's ``cls`` picks its own prompt.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,14 +27,6 @@ Tensor = torch.Tensor
 def caption_hash(text: str) -> bytes:
     """20-byte SHA-1 of the UTF-8 caption (the cache key)."""
     return hashlib.sha1(text.encode("utf-8")).digest()
-
-
-def text_tower_fingerprint(model) -> str:
-    """Identifies a text tower: provenance plus a checksum of its weights."""
-    text = getattr(model, "text", model)
-    total = sum(float(p.detach().double().sum()) for p in text.parameters())
-    ident = {"provenance": getattr(model, "provenance", None), "checksum": round(total, 6)}
-    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class CaptionCache:
@@ -128,14 +119,19 @@ class TextTargets:
         return self._embed(distinct), own
 
 
-def read_classnames(path: str) -> List[str]:
+def _nonempty_lines(path: str, flag: str, what: str, missing: str) -> List[str]:
+    """The stripped, non-empty lines of a UTF-8 file; FileNotFoundError (``missing``) or ValueError naming ``flag``."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--classnames: {path} not found")
-    names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not names:
-        raise ValueError(f"--classnames {path}: no class names in the file")
-    return names
+        raise FileNotFoundError(missing)
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{flag} {path}: no {what} in the file")
+    return lines
+
+
+def read_classnames(path: str) -> List[str]:
+    return _nonempty_lines(path, "--classnames", "class names", f"--classnames: {path} not found")
 
 
 def resolve_prompts(classnames: Optional[str], templates: str) -> Tuple[List[str], list]:
@@ -146,13 +142,8 @@ def resolve_prompts(classnames: Optional[str], templates: str) -> Tuple[List[str
         names = read_classnames(classnames)
     if templates in TEMPLATE_SETS:
         return names, default_templates
-    p = Path(templates)
-    if not p.is_file():
-        raise FileNotFoundError(f"--templates {templates!r}: neither {TEMPLATE_SETS} nor a file")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"--templates {templates}: no templates in the file")
-    return names, lines
+    return names, _nonempty_lines(templates, "--templates", "templates",
+                                  f"--templates {templates!r}: neither {TEMPLATE_SETS} nor a file")
 
 
 def class_prompt_embeddings(model, classnames: Optional[str], templates: str,

@@ -12,8 +12,8 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from bcos_clip.data.benchmark_wds import open_wds_benchmark
-from bcos_clip.data.transforms import eval_transform, to_unit_float
+from bcos_clip.data.readers.wds import open_wds_benchmark
+from bcos_clip.data.stream.transforms import eval_transform, to_unit_float
 from bcos_clip.models import EmbeddingWatch, encode_prompts
 
 log = logging.getLogger(__name__)
