@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+from bcos_clip.bcosify.spec import LAYERNORMS, POSITIONALS, QK_KINDS
 from bcos_clip.train.losses import LOSSES, LossParams
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
@@ -32,6 +33,9 @@ class TrainConfig:
     pretrained: Optional[str] = None
     bcos_b: float = 2.0
     bcos_bias: bool = False
+    bcos_qk: str = "bcos"
+    bcos_layernorm: str = "centred"
+    bcos_positional: str = "bias"
     # data
     train_num_samples: Optional[int] = None
     dataset_resampled: bool = False
@@ -87,6 +91,9 @@ class TrainConfig:
         _choice("lr-scheduler", self.lr_scheduler, SCHEDULES)
         _choice("text-source", self.text_source, TEXT_SOURCES)
         _choice("report-to", self.report_to, REPORTERS)
+        _choice("bcos-qk", self.bcos_qk, QK_KINDS)
+        _choice("bcos-layernorm", self.bcos_layernorm, LAYERNORMS)
+        _choice("bcos-positional", self.bcos_positional, POSITIONALS)
         for name in ("batch_size", "accum_freq", "save_every", "log_every", "shuffle_buffer",
                      "folder_chunk_size", "max_bad_steps"):
             if getattr(self, name) < 1:
