@@ -223,3 +223,14 @@ def test_vit_positional_as_input_term_is_the_same_function_and_leaves_the_bias(t
     assert explain(as_bias, images, prompts).bias.abs().max() > 1e-3
     with pytest.raises(ValueError, match="positional"):
         bcosify(tiny_vit[0], positional="input", input_encoding="normalize6")
+
+
+def test_vit_positional_drop_removes_the_patch_positions(tiny_vit):
+    dropped = bcosify(tiny_vit[0], b=1.0, bias=True, positional="drop").eval()
+    assert "positional_embedding" in {r[0] for r in dropped.report.removed}
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # the same as the original with its patch positions zeroed
+        ref_model = copy.deepcopy(tiny_vit[0])
+        ref_model.visual.positional_embedding[1:] = 0
+        ref = ref_model.encode_image(normalized(images, ref_model))
+        assert ((dropped.encode_image(images) - ref).norm() / ref.norm()).item() < 1e-5
