@@ -124,3 +124,113 @@ def test_equivalence_full_size_architectures(name):
     model, _, _ = load_clip(name)
     make_bcos_friendly(model, row_norm=1.0)
     assert_equivalent(model, 224, n=1)
+
+
+@pytest.mark.parametrize("qk, layernorm", [("linear", "centred"), ("bcos", "uncentred")])
+def test_vit_conversion_choices_explain_completely_and_reload(tiny_vit, qk, layernorm, tmp_path):
+    """The recipe's choices (plain q/k, uncentred LayerNorm) are dynamic linear: contributions + bias
+    = cosine; the spec is saved with the checkpoint and rebuilds the same tower."""
+    from bcos_clip import load, save
+    from bcos_clip.explain import explain
+
+    model = bcosify(tiny_vit[0], b=2.0, bias=False, qk=qk, layernorm=layernorm).eval()
+    norms = [m for m in model.visual.modules() if isinstance(m, bnn.BcosLayerNorm)]
+    assert norms and all(m.centred == (layernorm == "centred") for m in norms)
+    q_proj = model.visual.blocks[0].attn.q_proj
+    assert isinstance(q_proj, bnn.BcosLinear) == (qk == "bcos")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    e = explain(model, images, ["a red circle", "a blue square"])
+    assert float((e.completeness_error() / (1e-6 + 1e-4 * e.scores.abs())).max()) <= 1.0
+    save(model, tmp_path / "ckpt")
+    again = load(tmp_path / "ckpt")
+    assert again.spec.layernorm == layernorm and again.spec.qk == qk
+    with torch.no_grad():
+        assert torch.allclose(again.encode_image(images), model.encode_image(images), atol=1e-6)
+
+
+def test_uncentred_layernorm_is_an_rms_norm():
+    ln = torch.nn.LayerNorm(8)
+    with torch.no_grad():
+        ln.weight.copy_(torch.linspace(0.5, 1.5, 8))
+    x = torch.randn(3, 5, 8) + 2.0
+    centred = bnn.BcosLayerNorm.from_layernorm(ln, bias=True)
+    rms = bnn.BcosLayerNorm.from_layernorm(ln, centred=False)
+    assert torch.allclose(centred(x), ln(x), atol=1e-5)  # centred + bias = the original LayerNorm
+    expected = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + ln.eps) * ln.weight
+    assert torch.allclose(rms(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="layernorm"):
+        bcosify(torch.nn.Module(), layernorm="batch")
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_stem():
+    from tests.conftest import TINY_VIT
+
+    torch.manual_seed(2)
+    cfg = {**TINY_VIT, "vision_cfg": {**TINY_VIT["vision_cfg"], "conv_stem": [8, 16, 32]}}
+    return make_bcos_friendly(load_clip("ViT-B-16", **cfg)[0], 2)
+
+
+def test_conv_stem_vit_is_exact_at_b1_explains_and_reloads(tiny_vit_stem, tmp_path):
+    from bcos_clip import load, save
+    from bcos_clip.explain import explain
+
+    assert isinstance(tiny_vit_stem.visual.conv1, bnn.ConvStem) and tiny_vit_stem.visual.conv1.stride == (8, 8)
+    assert assert_equivalent(tiny_vit_stem, 32).report.unconverted == []
+    model = bcosify(tiny_vit_stem, b=2.0, bias=False).eval()
+    stem = model.visual.conv1
+    assert isinstance(stem, bnn.ConvStem) and stem.stride == (8, 8) and stem[0].in_channels == 6
+    assert {type(m).__name__ for m in stem} == {"BcosConv2d", "UncenteredBatchNorm2d", "GatedActivation"}
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    e = explain(model, images, ["a red circle", "a blue square"])
+    assert float((e.completeness_error() / (1e-6 + 1e-4 * e.scores.abs())).max()) <= 1.0
+    save(model, tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.allclose(load(tmp_path / "ckpt").encode_image(images), model.encode_image(images), atol=1e-6)
+
+
+def test_conv_stem_must_match_the_patch_size():
+    from tests.conftest import TINY_VIT, TINY_RN
+
+    with pytest.raises(ValueError, match="patch_size"):
+        load_clip("ViT-B-16", **{**TINY_VIT, "vision_cfg": {**TINY_VIT["vision_cfg"], "conv_stem": [8, 16]}})
+    with pytest.raises(ValueError, match="VisionTransformer"):
+        load_clip("RN50", **{**TINY_RN, "vision_cfg": {**TINY_RN["vision_cfg"], "conv_stem": [8, 16]}})
+
+
+def test_vit_positional_as_input_term_is_the_same_function_and_leaves_the_bias(tiny_vit):
+    """positional="input": the patch tokens' positional vectors times a constant-1 linear function of
+    [x, 1-x]; exact at B = 1, same scores at B = 2, and no longer part of the explanation's bias (with
+    the class token's terms zeroed the bias is 0; as a bias it is not)."""
+    from bcos_clip.explain import explain
+
+    exact = bcosify(tiny_vit[0], b=1.0, bias=True, positional="input")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = tiny_vit[0].encode_image(normalized(images, tiny_vit[0]))
+        assert ((exact.encode_image(images) - ref).norm() / ref.norm()).item() < 1e-5
+    as_bias = bcosify(tiny_vit[0], b=2.0).eval()
+    as_input = bcosify(tiny_vit[0], b=2.0, positional="input").eval()
+    prompts = ["a red circle", "a blue square"]
+    e_bias, e_input = explain(as_bias, images, prompts), explain(as_input, images, prompts)
+    assert torch.allclose(e_input.scores, e_bias.scores, atol=1e-5)
+    assert float((e_input.completeness_error() / (1e-6 + 1e-4 * e_input.scores.abs())).max()) <= 1.0
+    for model in (as_bias, as_input):  # leave only the patch positions as additive terms
+        with torch.no_grad():
+            model.visual.class_embedding.zero_()
+            model.visual.positional_embedding[0] = 0
+    assert explain(as_input, images, prompts).bias.abs().max() < 1e-6
+    assert explain(as_bias, images, prompts).bias.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="positional"):
+        bcosify(tiny_vit[0], positional="input", input_encoding="normalize6")
+
+
+def test_vit_positional_drop_removes_the_patch_positions(tiny_vit):
+    dropped = bcosify(tiny_vit[0], b=1.0, bias=True, positional="drop").eval()
+    assert "positional_embedding" in {r[0] for r in dropped.report.removed}
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # the same as the original with its patch positions zeroed
+        ref_model = copy.deepcopy(tiny_vit[0])
+        ref_model.visual.positional_embedding[1:] = 0
+        ref = ref_model.encode_image(normalized(images, ref_model))
+        assert ((dropped.encode_image(images) - ref).norm() / ref.norm()).item() < 1e-5

@@ -58,9 +58,11 @@ def test_config_rejects_unknown_arch_and_missing_settings_file(tmp_path):
 def test_cli_parses_demo_flags():
     from bcos_clip.cli import build_parser
 
-    args = build_parser().parse_args(["demo", "--out", "x", "--quick", "--arch", "vit", "--seed", "3"])
-    assert (args.output, args.quick, args.arch, args.seed) == ("x", True, "vit", 3)
-    assert build_parser().parse_args(["demo"]).output == "demo_out"
+    args = build_parser().parse_args(["demo", "--out", "x", "--quick", "--arch", "vit", "--seed", "3",
+                                      "--compare-losses"])
+    assert (args.output, args.quick, args.arch, args.seed, args.compare_losses) == ("x", True, "vit", 3, True)
+    default = build_parser().parse_args(["demo"])
+    assert default.output == "demo_out" and not default.compare_losses
 
 
 # --------------------------------------------------------------------------- stages
@@ -131,6 +133,19 @@ def test_targets_are_checked_on_the_numbers():
     assert not {r["target"]: r["met"] for r in check_targets(weak)}["teacher zero-shot / chance, shapes_count"]
 
 
+def test_pointing_target_margin_from_the_settings():
+    key = "pointing game: student vs best post-hoc baseline on the teacher"
+    close = _summary(0.89, 0.63)  # 3 points above the best baseline (gradcam, 60 %)
+    assert {r["target"]: r["met"] for r in check_targets(close)}[key]
+    close["settings"] = {"pointing": {"target_margin": 0.05}}
+    row = next(r for r in check_targets(close) if r["target"] == key)
+    assert not row["met"] and "+ 5 points" in row["goal"]
+    close["pointing"]["methods"]["bcos"]["mean"] = 0.65
+    assert next(r for r in check_targets(close) if r["target"] == key)["met"]
+    vit = load_settings(DemoConfig(arch="vit"))["pointing"]
+    assert vit["target_margin"] == 0.05 and not load_settings(DemoConfig())["pointing"].get("target_margin")
+
+
 # --------------------------------------------------------------------------- explanations
 
 
@@ -171,14 +186,14 @@ def test_quick_demo_end_to_end(tmp_path):
     assert len(links) >= 7
     for rel in links:  # every embedded figure exists and is a PNG
         assert (out / rel).is_file() and (out / rel).read_bytes()[:4] == b"\x89PNG", rel
-    for section in ("## Targets", "Grid pointing game", "Three distillation losses", "zeroshot_classification",
-                    "linear_probe"):
+    for section in ("## Targets", "Grid pointing game", "## 6. Distillation", "--compare-losses",
+                    "zeroshot_classification", "linear_probe"):
         assert section in report
     assert summary["explain"]["completeness"]["max_error_over_tolerance"] <= 1.0
     assert set(summary["pointing"]["methods"]) == {"bcos", "gradient", "input_x_gradient",
                                                    "integrated_gradients", "gradcam"}
-    assert {r["loss"] for r in summary["compare"]["rows"] if r.get("loss")} == {"text_kd", "siglip", "cosine"}
-    assert set(summary["pointing_losses"]["methods"]) == {"student", "student_siglip", "student_cosine"}
+    assert list(summary["students"]) == ["text_kd"]  # the main path distils one student
+    assert not any(t["name"].startswith(("distill_siglip", "distill_cosine")) for t in s["timing"]["stages"])
     for ds, acc in summary["zeroshot"]["teacher"].items():
         assert 0.0 <= acc <= 1.0, ds
     from bcos_clip import load
@@ -190,6 +205,16 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (out / "my_notes.md").read_text() == "mine\n"
     assert all(t["cached"] for t in again["timing"]["stages"] if t["name"] not in ("world", "teacher"))
     assert again["zeroshot"] == s["zeroshot"]
+    # Again with --compare-losses: every stage of the first run is reused, two more students are trained.
+    again2 = run_demo(DemoConfig(output=str(out), quick=True, compare_losses=True))
+    reran = {t["name"] for t in again2["timing"]["stages"] if not t["cached"]}
+    assert {"distill_siglip", "distill_cosine", "pointing_losses"} <= reran
+    assert not reran & {"world", "teacher", "bcosify", "distill_text_kd", "eval_teacher", "eval_student",
+                        "explain", "pointing"}
+    assert again2["zeroshot"]["student"] == s["zeroshot"]["student"]
+    assert {r["loss"] for r in again2["compare"]["rows"] if r.get("loss")} == {"text_kd", "siglip", "cosine"}
+    assert set(again2["pointing_losses"]["methods"]) == {"student", "student_siglip", "student_cosine"}
+    assert "Three distillation losses" in (out / "report.md").read_text()
 
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch):

@@ -97,3 +97,23 @@ def test_pretrain_bad_input(small_world, tmp_path):
                        retrieval_task="r", image_size=64, seed=0, groups=())
     with pytest.raises(FileNotFoundError, match="build_world"):
         pretrain_teacher(bogus, tmp_path)
+
+
+def test_teacher_vision_overrides_build_a_conv_stem_vit_and_key_the_cache(small_world, tmp_path):
+    from bcos_clip import nn as bnn
+
+    ckpt = pretrain_teacher(small_world, tmp_path, arch="vit", steps=5, batch_size=16, seed=0, warmup=1,
+                            vision={"conv_stem": [8, 16, 32]})
+    meta = json.loads(ckpt.with_suffix(".json").read_text())
+    assert meta["model_cfg"]["vision_cfg"]["conv_stem"] == [8, 16, 32]
+    assert meta["teacher"]["key"]["config"]["warmup"] == 1
+    model, _, _ = load_clip(str(ckpt.with_suffix(".json")), pretrained=str(ckpt))
+    assert isinstance(model.visual.conv1, bnn.ConvStem)
+    mtime = ckpt.stat().st_mtime_ns
+    pretrain_teacher(small_world, tmp_path, arch="vit", steps=5, batch_size=16, seed=0, warmup=1,
+                     vision={"conv_stem": [8, 16, 16]})  # another architecture: trained again
+    assert ckpt.stat().st_mtime_ns != mtime
+    with pytest.raises(KeyError, match="patch_szie"):
+        pretrain_teacher(small_world, tmp_path, arch="vit", steps=3, vision={"patch_szie": 4})
+    with pytest.raises(ValueError, match="warmup"):
+        pretrain_teacher(small_world, tmp_path, arch="vit", steps=30, warmup=-1)

@@ -54,6 +54,18 @@ def test_bad_config_values_fail_clearly(tmp_path):
         build_config({"model": "RN50", "output": "o", "steps": 1})
     with pytest.raises(SystemExit):
         _flags(["--epochs", "1", "--steps", "2"])
+    with pytest.raises(ValueError, match="--bcos-layernorm 'rms'"):
+        TrainConfig(**{**base, "bcos_layernorm": "rms"})
+    with pytest.raises(ValueError, match="--bcos-qk"):
+        TrainConfig(**{**base, "bcos_qk": "plain"})
+
+
+def test_bcos_conversion_flags_reach_the_config(tmp_path):
+    flags, _ = _flags(["--model", "RN50", "--train-data", "x.tar", "--out", str(tmp_path), "--steps", "1",
+                       "--bcos-qk", "linear", "--bcos-layernorm", "uncentred"])
+    cfg = build_config(flags)
+    assert (cfg.bcos_qk, cfg.bcos_layernorm) == ("linear", "uncentred")
+    assert (TrainConfig(model="m", train_data="d", output="o", steps=1).bcos_qk, cfg.bcos_b) == ("bcos", 2.0)
 
 
 def test_yaml_reads_exponent_numbers_as_floats(tmp_path):

@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional
 
 INPUT_ENCODINGS = ("folded", "normalize6")
 QK_KINDS = ("bcos", "linear")
+LAYERNORMS = ("centred", "uncentred")
+POSITIONALS = ("bias", "input", "drop")
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,14 @@ class BcosifySpec:
     attnpool_positional: keep the RN attention-pool positional embedding (default: same as `bias`).
     qk: "bcos" makes the attention q/k projections B-cos linears (as the paper's code does);
         "linear" keeps them plain linears (they only set the detached attention weights).
+    layernorm: "centred" keeps LayerNorm's mean subtraction ((x - mean) / std, std detachable; B = 1
+        reproduces the original); "uncentred" drops it (x / rms(x), rms detachable: a pure per-token
+        scale, as B-cos v2's uncentred norms; changes the function, distillation adapts to it).
+    positional: how a ViT's positional embedding enters: "bias" (added as it is; explanations report it
+        as bias) or "input" (the same values, written as a linear function of each patch's [x, 1-x]
+        pixels, which sum to 1 per channel pair: explanations attribute it to the patch; needs
+        input_encoding "folded") or "drop" (patch positions removed, a bias-free token path; position
+        then comes only from a conv stem's zero padding; changes the function).
     input_encoding: "folded" (CLIP normalisation folded into the first conv, METHOD.md §2) or
         "normalize6" (the official code's 6-channel Normalize; for importing its checkpoints).
     official_c_proj: compatibility with the official RN attention pool, which bypasses c_proj's B-cos
@@ -32,6 +42,8 @@ class BcosifySpec:
     attnpool_positional: Optional[bool] = None
     qk: str = "bcos"
     input_encoding: str = "folded"
+    layernorm: str = "centred"
+    positional: str = "bias"
     official_c_proj: bool = False
     official_v_proj: bool = False
 
@@ -40,9 +52,16 @@ class BcosifySpec:
             raise ValueError(f"bcosify: b must be >= 1, got {self.b}")
         if self.qk not in QK_KINDS:
             raise ValueError(f"bcosify: qk must be one of {QK_KINDS}, got {self.qk!r}")
+        if self.layernorm not in LAYERNORMS:
+            raise ValueError(f"bcosify: layernorm must be one of {LAYERNORMS}, got {self.layernorm!r}")
         if self.input_encoding not in INPUT_ENCODINGS:
             raise ValueError(f"bcosify: input_encoding must be one of {INPUT_ENCODINGS}, "
                              f"got {self.input_encoding!r}")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"bcosify: positional must be one of {POSITIONALS}, got {self.positional!r}")
+        if self.positional == "input" and self.input_encoding != "folded":
+            raise ValueError("bcosify: positional 'input' needs input_encoding 'folded' (the tower must see "
+                             "[x, 1-x] itself)")
 
     @property
     def keep_positional(self) -> bool:

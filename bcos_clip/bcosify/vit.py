@@ -1,8 +1,13 @@
 """Convert an open_clip VisionTransformer image tower (new ground; METHOD.md §2, ViT).
 
 LayerNorms stay centred (bias removed unless kept, std detachable), attention q/k set a detachable
-attention matrix, value/out/MLP/`proj` become B-cos linears, GELU becomes x * Phi(x). The class token and
-the positional embedding are additive terms that are kept: explanations report them as `bias`.
+attention matrix, value/out/MLP/`proj` become B-cos linears, GELU becomes x * Phi(x). The class token is
+an additive term that is kept (explanations report it as `bias`); so is the positional embedding with
+``spec.positional == "bias"``. With ``"input"`` each patch's positional vector is multiplied by the mean of
+``sum_c [x, 1-x]_c / 3`` over that patch's pixels, which is 1 for every image: the same function, but a
+linear term of the input, so explanations attribute it to the patch's pixels instead of the bias (a
+B-cos tower's image path is much smaller than the teacher's at conversion, so as a bias the positional
+embedding carries most of every score).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import copy
 from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
@@ -36,11 +42,12 @@ class BcosResidualBlock(nn.Module):
 class BcosVisionTransformer(nn.Module):
     """(N, 6, H, W) -> (N, output_dim). H, W must match the positional embedding's grid."""
 
-    def __init__(self, conv1: bnn.BcosConv2d, class_embedding: torch.Tensor,
+    def __init__(self, conv1: nn.Module, class_embedding: torch.Tensor,
                  positional_embedding: torch.Tensor, ln_pre: nn.Module, blocks: nn.ModuleList,
-                 ln_post: nn.Module, proj: nn.Module, pool_type: str, final_ln_after_pool: bool) -> None:
+                 ln_post: nn.Module, proj: nn.Module, pool_type: str, final_ln_after_pool: bool,
+                 positional: str = "bias") -> None:
         super().__init__()
-        self.conv1 = conv1
+        self.conv1, self.positional = conv1, positional
         self.class_embedding = nn.Parameter(class_embedding.detach().clone())
         self.positional_embedding = nn.Parameter(positional_embedding.detach().clone())
         self.ln_pre, self.blocks, self.ln_post, self.proj = ln_pre, blocks, ln_post, proj
@@ -52,14 +59,21 @@ class BcosVisionTransformer(nn.Module):
         pooled = x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]
         return self.ln_post(pooled) if self.final_ln_after_pool else pooled
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
+    def forward(self, x6: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x6)
         x = x.flatten(2).transpose(1, 2)  # (N, grid*grid, D)
         if x.shape[1] + 1 != self.positional_embedding.shape[0]:
             raise ValueError(f"ViT tower: input gives {x.shape[1]} patches but the positional embedding "
                              f"has {self.positional_embedding.shape[0] - 1}: resize images to the tower's size")
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        pos = self.positional_embedding.to(x.dtype)
+        if self.positional == "input":  # (N, L, 1) ones, written as a linear function of [x, 1-x]
+            ones = F.avg_pool2d(x6.sum(1, keepdim=True) / 3, self.conv1.stride).flatten(1)[..., None]
+            x = torch.cat([cls + pos[:1], x + pos[1:] * ones], dim=1)
+        elif self.positional == "drop":  # no positions: a bias-free token path (a conv stem's padding)
+            x = torch.cat([cls + pos[:1], x], dim=1)
+        else:
+            x = torch.cat([cls, x], dim=1) + pos
         x = self.ln_pre(x)
         for block in self.blocks:
             x = block(x)
@@ -109,6 +123,34 @@ def _block(blk: nn.Module, spec: BcosifySpec, name: str, report: ConversionRepor
                              layernorm(blk.ln_2, spec, f"{name}.ln_2", report), mlp, ls_2)
 
 
+def _patch_embedding(conv1: nn.Module, spec: BcosifySpec, mean: Sequence[float], std: Sequence[float],
+                     report: ConversionReport) -> nn.Module:
+    """The patch conv -> a 6-channel BcosConv2d; a ``ConvStem``: its first conv so, the others B-cos
+    convs, BatchNorm uncentred, ReLU a gated activation (the same function; its gate replayed in the
+    explanation's bias pass, which biases would otherwise open)."""
+    if not isinstance(conv1, bnn.ConvStem):
+        return first_conv(conv1, spec, mean, std, "conv1", report)
+    layers = []
+    for i, mod in enumerate(conv1):
+        name = f"conv1.{i}"
+        if i == 0:
+            new: nn.Module = first_conv(mod, spec, mean, std, name, report)
+        elif isinstance(mod, nn.Conv2d):
+            new = bnn.BcosConv2d.from_conv(mod, b=spec.b, bias=spec.bias)
+        elif isinstance(mod, nn.BatchNorm2d):
+            new = bnn.UncenteredBatchNorm2d.from_batchnorm(mod, bias=spec.bias)
+            if not spec.bias:
+                report.remove(f"{name}.bias", "BatchNorm shift (beta - gamma*mu/sigma)")
+        elif isinstance(mod, nn.ReLU):
+            new = bnn.GatedActivation("relu")
+        else:
+            raise ValueError(f"bcosify: unsupported layer '{name}' of type {type(mod).__name__} in a conv stem")
+        if i > 0:
+            report.replace(name, mod, new)
+        layers.append(new)
+    return bnn.ConvStem.of(layers)
+
+
 def convert_vision_transformer(visual: VisionTransformer, spec: BcosifySpec, mean: Sequence[float],
                                std: Sequence[float]) -> Tuple[nn.Module, ConversionReport]:
     report = ConversionReport(tower=type(visual).__name__)
@@ -123,12 +165,17 @@ def convert_vision_transformer(visual: VisionTransformer, spec: BcosifySpec, mea
     else:
         proj = nn.Identity()
     tower = BcosVisionTransformer(
-        first_conv(visual.conv1, spec, mean, std, "conv1", report), visual.class_embedding,
+        _patch_embedding(visual.conv1, spec, mean, std, report), visual.class_embedding,
         visual.positional_embedding, layernorm(visual.ln_pre, spec, "ln_pre", report), blocks,
         layernorm(visual.ln_post, spec, "ln_post", report), proj, visual.pool_type,
-        bool(visual.final_ln_after_pool))
+        bool(visual.final_ln_after_pool), spec.positional)
     report.keep("class_embedding", visual.class_embedding, "additive term, explained as bias")
-    report.keep("positional_embedding", visual.positional_embedding, "additive term, explained as bias")
+    if spec.positional == "drop":
+        report.remove("positional_embedding", "patch positions (spec.positional 'drop')")
+    else:
+        report.keep("positional_embedding", visual.positional_embedding,
+                    "additive term, explained as bias" if spec.positional == "bias" else
+                    "times a constant-1 linear function of each patch's [x, 1-x]: explained on its pixels")
     if not isinstance(visual.patch_dropout, nn.Identity):
         report.remove("patch_dropout", "training-time patch dropout (not used by the B-cos tower)")
     report.scan(tower)

@@ -1,12 +1,14 @@
 """`bcos-clip demo`: the whole pipeline offline on a CPU — shapes world, tiny CLIP teacher, B-cosified
-and distilled student, evaluation, explanations, grid pointing game, three distillation losses compared
-— written to OUTPUT/report.md (with figures) and OUTPUT/summary.json.
+and distilled student, evaluation, explanations, grid pointing game — written to OUTPUT/report.md (with
+figures) and OUTPUT/summary.json. ``--compare-losses`` also distils two students with the other losses
+(siglip, cosine) and compares the three.
 
-Examples::
+Examples (times on an idle 2-core CPU; they vary about 2x between machines)::
 
-    bcos-clip demo                       # full demo into ./demo_out (about 15 minutes on 2 cores)
-    bcos-clip demo --quick --out /tmp/d  # a smaller world and shorter training (about 3 minutes)
-    bcos-clip demo --arch vit            # a tiny ViT teacher instead of the ModifiedResNet
+    bcos-clip demo                       # full demo into ./demo_out (about 5 minutes)
+    bcos-clip demo --quick --out /tmp/d  # a smaller world and shorter training (about 1 minute)
+    bcos-clip demo --arch vit            # a tiny ViT teacher instead of the ModifiedResNet (about 7 minutes)
+    bcos-clip demo --compare-losses      # + two more students (about 3 minutes more)
 
 A second run reuses the world, the teacher and every finished stage whose inputs did not change.
 Settings (steps, learning rates, prompts, ...) are in configs/demo.yaml; pass --settings FILE for others.
@@ -34,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    p.add_argument("--compare-losses", action="store_true",
+                   help="also distil a student with each loss of the settings' compare.losses (siglip, cosine) "
+                        "and compare them with the main one (about twice the time of the main path)")
     p.set_defaults(func=run, output="demo_out")
 
 
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output or "demo_out")
 
     cfg = DemoConfig(output=args.output or "demo_out", quick=args.quick, arch=args.arch, seed=args.seed,
-                     settings=args.settings, threads=args.threads, device=args.device)
+                     settings=args.settings, threads=args.threads, device=args.device,
+                     compare_losses=args.compare_losses)
     summary = run_demo(cfg)
     if cfg.quick:
         print("--quick is a smoke run (small world, few steps); the goals below are set for the full demo")

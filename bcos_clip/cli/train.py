@@ -84,6 +84,13 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bad-steps", type=_t("max_bad_steps"), help="stop after this many skipped steps (20)")
     g.add_argument("--bcos-b", type=_t("bcos_b"), help="B of the B-cosified layers (2)")
     g.add_argument("--bcos-bias", action=BOOL, help="keep biases in the B-cosified tower (default: off)")
+    g.add_argument("--bcos-qk", choices=["bcos", "linear"],
+                   help="attention q/k projections: B-cos linears (default) or plain linears")
+    g.add_argument("--bcos-layernorm", choices=["centred", "uncentred"],
+                   help="LayerNorm of a ViT tower: centred (default, exact at B = 1) or uncentred (RMS)")
+    g.add_argument("--bcos-positional", choices=["bias", "input", "drop"],
+                   help="a ViT's positional embedding: added as a bias (default) or as a linear term of each "
+                        "patch's [x, 1-x] (same function; explanations attribute it to the patch), or dropped")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from torch import nn
 
+from bcos_clip import nn as bnn
 from bcos_clip.models import hf_clip
 from bcos_clip.models.preprocess import make_preprocess
 from bcos_clip.models.state_diff import CheckpointMismatchError, key_diff, load_weights_strict
@@ -93,7 +94,7 @@ def check_model_config(model_cfg: Any, where: str) -> None:
         value = model_cfg.get(sub, {})
         if not isinstance(value, dict):
             raise ValueError(f"{where}: {sub} must be an object, got {value!r}")
-        parts.append((sub + " ", value, {f.name for f in fields(cls)}))
+        parts.append((sub + " ", value, {f.name for f in fields(cls)} | ({"conv_stem"} if sub == "vision_cfg" else set())))
     for label, part, names in parts:
         unknown = sorted(set(part) - names)
         if unknown:
@@ -105,16 +106,38 @@ def check_model_config(model_cfg: Any, where: str) -> None:
 
 def instantiate(model_cfg: Dict[str, Any], where: str = "model config") -> nn.Module:
     """Build an open_clip CLIP / CustomTextCLIP from a config dict (random weights). ``where`` names the
-    config (its file) in errors: unknown keys, and values open_clip cannot build a model from."""
+    config (its file) in errors: unknown keys, and values open_clip cannot build a model from.
+
+    ``vision_cfg.conv_stem`` (our key, a list of channels): the ViT's patch conv becomes a
+    ``bcos_clip.nn.ConvStem`` of that many stride-2 stages (their product must be the patch size).
+    """
     check_model_config(model_cfg, where)
     cfg = copy.deepcopy(model_cfg)
     custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    stem = (cfg.get("vision_cfg") or {}).pop("conv_stem", None)
     cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
     try:
-        return cls(**cfg)
+        model = cls(**cfg)
     except (TypeError, ValueError, KeyError) as exc:  # a value of the wrong type or shape in the config
         raise ValueError(f"{where}: open_clip cannot build a model from this config "
                          f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    if stem is not None:
+        _add_conv_stem(model, stem, cfg["vision_cfg"])
+    return model
+
+
+def _add_conv_stem(model: nn.Module, channels: Any, vision_cfg: Dict[str, Any]) -> None:
+    conv1 = getattr(model.visual, "conv1", None)
+    if not isinstance(conv1, nn.Conv2d) or not hasattr(model.visual, "positional_embedding") \
+            or isinstance(vision_cfg.get("layers"), (list, tuple)):
+        raise ValueError("load_clip: vision_cfg.conv_stem is for VisionTransformer towers only")
+    if not isinstance(channels, (list, tuple)) or not all(isinstance(c, int) for c in channels):
+        raise ValueError(f"load_clip: vision_cfg.conv_stem must be a list of channel counts, got {channels!r}")
+    stem = bnn.ConvStem(channels, conv1.out_channels, conv1.in_channels)
+    if stem.stride != tuple(conv1.stride):
+        raise ValueError(f"load_clip: vision_cfg.conv_stem has {len(channels)} stride-2 stages (stride "
+                         f"{stem.stride[0]}) but patch_size is {conv1.stride[0]}; they must match")
+    model.visual.conv1 = stem
 
 
 def make_tokenizer(model_cfg: Dict[str, Any]) -> Callable:

@@ -4,6 +4,7 @@ from bcos_clip.nn.attention import BcosSelfAttention
 from bcos_clip.nn.attention_pool import BcosAttentionPool2d
 from bcos_clip.nn.bcos_conv import BcosConv2d
 from bcos_clip.nn.bcos_linear import BcosLinear
+from bcos_clip.nn.conv_stem import ConvStem
 from bcos_clip.nn.dynamic import (DynamicModule, clear_recorded, dynamic_mode, dynamic_modules,
                                   explanation_mode)
 from bcos_clip.nn.fold import fold_batchnorms
@@ -14,7 +15,7 @@ from bcos_clip.nn.norms import BcosLayerNorm, UncenteredBatchNorm2d
 
 __all__ = [
     "AddInverse", "BcosAttentionPool2d", "BcosConv2d", "BcosLayerNorm", "BcosLinear",
-    "BcosSelfAttention", "DynamicModule", "GatedActivation", "Normalize6", "UncenteredBatchNorm2d",
+    "BcosSelfAttention", "ConvStem", "DynamicModule", "GatedActivation", "Normalize6", "UncenteredBatchNorm2d",
     "add_inverse", "bcos_factor", "clear_recorded", "dynamic_mode", "dynamic_modules",
     "explanation_mode", "fast_path", "fast_path_enabled", "fold_batchnorms", "fold_normalization",
     "patch_norm", "set_fast_path", "vector_norm",

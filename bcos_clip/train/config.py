@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+from bcos_clip.bcosify.spec import LAYERNORMS, POSITIONALS, QK_KINDS
 from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.runtime.precision import PRECISIONS
 from bcos_clip.runtime.runfiles import TRAIN_CONFIG
@@ -34,6 +35,9 @@ class TrainConfig:
     pretrained: Optional[str] = None
     bcos_b: float = 2.0
     bcos_bias: bool = False
+    bcos_qk: str = "bcos"
+    bcos_layernorm: str = "centred"
+    bcos_positional: str = "bias"
     # data
     train_num_samples: Optional[int] = None
     dataset_resampled: bool = False
@@ -94,6 +98,9 @@ class TrainConfig:
         _choice("report-to", self.report_to, REPORTERS)
         if self.resume and self.overwrite:
             raise ValueError("give --resume (continue a run) or --overwrite (replace it), not both")
+        _choice("bcos-qk", self.bcos_qk, QK_KINDS)
+        _choice("bcos-layernorm", self.bcos_layernorm, LAYERNORMS)
+        _choice("bcos-positional", self.bcos_positional, POSITIONALS)
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of --epochs N and --steps N")
 

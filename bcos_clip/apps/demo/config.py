@@ -21,12 +21,13 @@ SETTINGS_NAME = "demo.yaml"
 # Known keys per section (a typo in the YAML is an error naming the key, not a silent default).
 SECTIONS: Dict[str, tuple] = {
     "world": ("n_train", "n_eval_per_class", "image_size"),
-    "teacher": ("steps", "batch_size", "lr"),
+    "teacher": ("steps", "batch_size", "lr", "warmup", "weight_decay", "vision"),
     "distill": None,  # TrainConfig fields: checked by TrainConfig itself
     "compare": ("losses", "steps"),
     "eval": ("suite", "batch_size", "probe_epochs"),
     "explain": ("scenes", "prompts", "templates", "cell"),
-    "pointing": ("dataset", "grid", "n_grids", "per_class", "threshold", "baselines", "n_examples"),
+    "pointing": ("dataset", "grid", "n_grids", "per_class", "threshold", "baselines", "n_examples",
+                 "target_margin"),
 }
 # TrainConfig fields the demo sets itself (a YAML value for them would be ignored, so it is refused).
 DEMO_OWNED = ("model", "pretrained", "train_data", "output", "seed", "device", "resume")
@@ -38,7 +39,8 @@ class DemoConfig:
 
     output: the demo folder (world, teacher, students, eval, figures, report.md, summary.json);
     settings: a YAML file (None: the shipped ``configs/demo.yaml``); threads: torch threads (None:
-    ``default_threads()``, the cores other processes leave idle).
+    ``default_threads()``, the cores other processes leave idle); compare_losses: also distil one student
+    per ``compare.losses`` entry and compare them (the main path distils one student).
     """
 
     output: str = "demo_out"
@@ -48,6 +50,7 @@ class DemoConfig:
     settings: Optional[str] = None
     threads: Optional[int] = None
     device: str = "cpu"
+    compare_losses: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHES:

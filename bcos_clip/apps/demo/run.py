@@ -3,8 +3,9 @@
 world (``build_world``) -> teacher (``pretrain_teacher``) -> B-cosified tower (``bcosify``, saved) ->
 student (``train``, default loss text_kd) -> evaluation of teacher, B-cosified tower and student on the
 demo suite (zero-shot, linear probe, retrieval) -> explanations (scenes x prompts) -> grid pointing game
-(student vs post-hoc baselines on the teacher) -> two more students (siglip, cosine) compared on
-zero-shot -> ``report.md``, figures and ``summary.json`` in the output folder.
+(student vs post-hoc baselines on the teacher) -> ``report.md``, figures and ``summary.json`` in the
+output folder. With ``compare_losses`` (``--compare-losses``) two more students (settings' ``compare``
+losses, siglip and cosine) are distilled and compared on zero-shot and the pointing game.
 
 Settings are data (``configs/demo.yaml``, see ``config``); every stage is cached
 (``stages``), so a second run reuses the world, the teacher and all finished stages.
@@ -57,15 +58,18 @@ def _world(cfg: DemoConfig, settings: Dict[str, Any], out: Path) -> WorldPaths:
 
 
 def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, out: Path,
-               b: float) -> Dict[str, Any]:
-    """The teacher's B-cosified tower before any training, its BatchNorm statistics refitted on
-    CALIBRATION = (batches, batch size) training images (without, B = 2 shrinks RN embeddings to 0),
-    saved as a checkpoint (a report column)."""
+               distill: Dict[str, Any]) -> Dict[str, Any]:
+    """The teacher's B-cosified tower before any training (the students' conversion settings), its
+    BatchNorm statistics refitted on CALIBRATION = (batches, batch size) training images (without, B = 2
+    shrinks RN embeddings to 0), saved as a checkpoint (a report column)."""
     folder = out / "bcosified"
+    spec = {"b": float(distill.get("bcos_b", 2.0)), "bias": bool(distill.get("bcos_bias", False)),
+            "qk": str(distill.get("bcos_qk", "bcos")), "layernorm": str(distill.get("bcos_layernorm", "centred")),
+            "positional": str(distill.get("bcos_positional", "bias"))}
 
     def work() -> Dict[str, Any]:
         clip, _, _ = load_clip(teacher["model"], teacher["pretrained"])
-        model = bcosify(clip, b=b, bias=False)
+        model = bcosify(clip, **spec)
         if any(isinstance(m, UncenteredBatchNorm2d) for m in model.modules()):
             recalibrate_batchnorm(model, calibration_batches(world.train_shards, model.preprocess, CALIBRATION[1]),
                                   CALIBRATION[0])
@@ -74,17 +78,18 @@ def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, 
         return {"checkpoint": str(folder), "digest": file_digest(folder), "replaced": len(r.replaced),
                 "removed": [list(x) for x in r.removed], "unconverted": [list(x) for x in r.unconverted]}
 
-    return runner.run("bcosify", {"teacher": teacher["digest"], "b": b, "calibration": list(CALIBRATION)}, work,
+    return runner.run("bcosify", {"teacher": teacher["digest"], **spec, "calibration": list(CALIBRATION)}, work,
                       clear=[folder])
 
 
 def _students(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
               teacher: Dict[str, str], out: Path) -> Dict[str, Dict[str, Any]]:
-    """The main student (settings' loss) and one per comparison loss; {loss: stage result}."""
+    """The main student (settings' loss) and, with ``cfg.compare_losses``, one per comparison loss;
+    {loss: stage result}."""
     main = settings["distill"].get("loss", "text_kd")
     students = {main: distill_stage(runner, f"distill_{main}", distill_config(
         world, teacher, out / "students" / main, settings["distill"], cfg.seed, cfg.device), teacher["digest"])}
-    for loss in settings["compare"].get("losses") or []:
+    for loss in (settings["compare"].get("losses") or []) if cfg.compare_losses else []:
         if loss == main:
             continue
         c = distill_config(world, teacher, out / "students" / loss, settings["distill"], cfg.seed, cfg.device,
@@ -146,9 +151,10 @@ def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -
         chart = pointing_chart(s["pointing"]["methods"], fig / "pointing.png", chance_pg)
         s["pointing"]["files"]["chart"] = f"figures/{chart.name}"
     rows = {r["label"]: r["groups"] for r in s["compare"]["rows"]}
-    s["compare"]["files"] = {
-        "chart": f"figures/{loss_chart(rows, s['compare']['chance'], fig / 'loss_comparison.png').name}",
-        "curves": f"figures/{loss_curves(s['compare']['curves'], fig / 'loss_curves.png').name}"}
+    s["compare"]["files"] = {"curves": f"figures/{loss_curves(s['compare']['curves'], fig / 'loss_curves.png').name}"}
+    if len(s["students"]) > 1:
+        s["compare"]["files"]["chart"] = \
+            f"figures/{loss_chart(rows, s['compare']['chance'], fig / 'loss_comparison.png').name}"
 
 
 def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
@@ -156,7 +162,8 @@ def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str,
     teacher_m, student_m = models[0], models[1]
     students = [m for m in models if m.kind == "student"]
     explain_args = {"student": student_m.digest, "settings": settings["explain"], "seed": cfg.seed}
-    point_args = {"student": student_m.digest, "teacher": teacher_m.digest, "settings": settings["pointing"],
+    game = {k: v for k, v in settings["pointing"].items() if k != "target_margin"}  # a verdict, not the game's
+    point_args = {"student": student_m.digest, "teacher": teacher_m.digest, "settings": game,
                   "seed": cfg.seed, "world": str(world.root)}
     loaded: Dict[str, Any] = {}
 
@@ -168,11 +175,15 @@ def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str,
     explained = runner.run("explain", explain_args, lambda: explain_figures(
         get(student_m), out / "explanations", settings["explain"], cfg.seed), clear=[out / "explanations"])
     pointed = runner.run("pointing", point_args, lambda: pointing_game(
-        get(student_m), get(teacher_m), world, out / "pointing", settings["pointing"], cfg.seed),
+        get(student_m), get(teacher_m), world, out / "pointing", game, cfg.seed),
         clear=[out / "pointing"])
-    per_loss = runner.run("pointing_losses", {**point_args, "students": [m.digest for m in students]},
-                          lambda: students_game({m.label: get(m) for m in students}, get(teacher_m), world,
-                                                settings["pointing"], cfg.seed))
+    if len(students) > 1:
+        per_loss = runner.run("pointing_losses", {**point_args, "students": [m.digest for m in students]},
+                              lambda: students_game({m.label: get(m) for m in students}, get(teacher_m), world,
+                                                    game, cfg.seed))
+    else:  # one student: its score is the one of section 5
+        per_loss = {"methods": {"student": pointed["methods"]["bcos"]}} if pointed["methods"] else \
+            {"skipped": pointed.get("skipped", "not played"), "methods": {}}
     return {"explain": explained, "pointing": pointed, "pointing_losses": per_loss}
 
 
@@ -215,7 +226,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],
                                                              cfg.seed, cfg.quick),
                            output=out / "teacher" / f"teacher_{cfg.arch}.pt")
-    bcosified = _bcosified(runner, teacher, world, out, float(settings["distill"].get("bcos_b", 2.0)))
+    bcosified = _bcosified(runner, teacher, world, out, settings["distill"])
     students = _students(runner, cfg, settings, world, teacher, out)
     main = settings["distill"].get("loss", "text_kd")
     models = _demo_models(teacher, bcosified, students, main)

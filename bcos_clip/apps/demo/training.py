@@ -31,7 +31,8 @@ def teacher_paths(world: WorldPaths, out_dir: Path, arch: str, settings: Dict[st
     "digest": a digest of the weights} (``bcos_clip.load_clip(model, pretrained)`` loads it)."""
     ckpt = pretrain_teacher(world, out_dir, arch=arch, steps=settings.get("steps"),
                             batch_size=int(settings.get("batch_size") or 128), lr=settings.get("lr"),
-                            seed=seed, quick=quick)
+                            seed=seed, quick=quick, warmup=settings.get("warmup"),
+                            weight_decay=settings.get("weight_decay"), vision=settings.get("vision"))
     return {"model": str(ckpt.with_suffix(".json")), "pretrained": str(ckpt), "digest": file_digest(ckpt)}
 
 
