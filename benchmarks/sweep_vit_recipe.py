@@ -36,7 +36,7 @@ from bcos_clip.models.loading import deep_merge
 ROWS: Dict[str, tuple] = {
     "default": ("the shipped settings", {}),
     "qk_linear": ("q/k plain linears", {"distill": {"bcos_qk": "linear"}}),
-    "ln_uncentred": ("LayerNorm uncentred (RMS)", {"distill": {"bcos_layernorm": "uncentred"}}),
+    "ln_uncentered": ("LayerNorm uncentered (RMS)", {"distill": {"bcos_layernorm": "uncentered"}}),
     "bias_kept": ("biases kept (LayerNorm, linear, attention)", {"distill": {"bcos_bias": True}}),
     "lr_1e-3": ("distillation lr 1e-3", {"distill": {"lr": 1.0e-3}}),
     "lr_2e-3": ("distillation lr 2e-3", {"distill": {"lr": 2.0e-3}}),

@@ -126,16 +126,16 @@ def test_equivalence_full_size_architectures(name):
     assert_equivalent(model, 224, n=1)
 
 
-@pytest.mark.parametrize("qk, layernorm", [("linear", "centred"), ("bcos", "uncentred")])
+@pytest.mark.parametrize("qk, layernorm", [("linear", "centered"), ("bcos", "uncentered")])
 def test_vit_conversion_choices_explain_completely_and_reload(tiny_vit, qk, layernorm, tmp_path):
-    """The recipe's choices (plain q/k, uncentred LayerNorm) are dynamic linear: contributions + bias
+    """The recipe's choices (plain q/k, uncentered LayerNorm) are dynamic linear: contributions + bias
     = cosine; the spec is saved with the checkpoint and rebuilds the same tower."""
     from bcos_clip import load, save
     from bcos_clip.explain import explain
 
     model = bcosify(tiny_vit[0], b=2.0, bias=False, qk=qk, layernorm=layernorm).eval()
     norms = [m for m in model.visual.modules() if isinstance(m, bnn.BcosLayerNorm)]
-    assert norms and all(m.centred == (layernorm == "centred") for m in norms)
+    assert norms and all(m.centered == (layernorm == "centered") for m in norms)
     q_proj = model.visual.blocks[0].attn.q_proj
     assert isinstance(q_proj, bnn.BcosLinear) == (qk == "bcos")
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -148,14 +148,14 @@ def test_vit_conversion_choices_explain_completely_and_reload(tiny_vit, qk, laye
         assert torch.allclose(again.encode_image(images), model.encode_image(images), atol=1e-6)
 
 
-def test_uncentred_layernorm_is_an_rms_norm():
+def test_uncentered_layernorm_is_an_rms_norm():
     ln = torch.nn.LayerNorm(8)
     with torch.no_grad():
         ln.weight.copy_(torch.linspace(0.5, 1.5, 8))
     x = torch.randn(3, 5, 8) + 2.0
-    centred = bnn.BcosLayerNorm.from_layernorm(ln, bias=True)
-    rms = bnn.BcosLayerNorm.from_layernorm(ln, centred=False)
-    assert torch.allclose(centred(x), ln(x), atol=1e-5)  # centred + bias = the original LayerNorm
+    centered = bnn.BcosLayerNorm.from_layernorm(ln, bias=True)
+    rms = bnn.BcosLayerNorm.from_layernorm(ln, centered=False)
+    assert torch.allclose(centered(x), ln(x), atol=1e-5)  # centered + bias = the original LayerNorm
     expected = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + ln.eps) * ln.weight
     assert torch.allclose(rms(x), expected, atol=1e-6)
     with pytest.raises(ValueError, match="layernorm"):

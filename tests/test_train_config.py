@@ -62,9 +62,9 @@ def test_bad_config_values_fail_clearly(tmp_path):
 
 def test_bcos_conversion_flags_reach_the_config(tmp_path):
     flags, _ = _flags(["--model", "RN50", "--train-data", "x.tar", "--out", str(tmp_path), "--steps", "1",
-                       "--bcos-qk", "linear", "--bcos-layernorm", "uncentred"])
+                       "--bcos-qk", "linear", "--bcos-layernorm", "uncentered"])
     cfg = build_config(flags)
-    assert (cfg.bcos_qk, cfg.bcos_layernorm) == ("linear", "uncentred")
+    assert (cfg.bcos_qk, cfg.bcos_layernorm) == ("linear", "uncentered")
     assert (TrainConfig(model="m", train_data="d", output="o", steps=1).bcos_qk, cfg.bcos_b) == ("bcos", 2.0)
 
 

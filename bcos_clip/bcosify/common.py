@@ -67,7 +67,7 @@ def layernorm(ln: nn.Module, spec: BcosifySpec, name: str, report: ConversionRep
         return ln
     if not isinstance(ln, nn.LayerNorm):
         raise ValueError(f"bcosify: unsupported norm layer '{name}' of type {type(ln).__name__}")
-    new = bnn.BcosLayerNorm.from_layernorm(ln, bias=spec.bias, centred=spec.layernorm == "centred")
+    new = bnn.BcosLayerNorm.from_layernorm(ln, bias=spec.bias, centered=spec.layernorm == "centered")
     report.replace(name, ln, new)
     if ln.bias is not None and not spec.bias:
         report.remove(f"{name}.bias", "LayerNorm bias")

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 INPUT_ENCODINGS = ("folded", "normalize6")
 QK_KINDS = ("bcos", "linear")
-LAYERNORMS = ("centred", "uncentred")
+LAYERNORMS = ("centered", "uncentered")
 POSITIONALS = ("bias", "input", "drop")
 
 
@@ -20,9 +20,9 @@ class BcosifySpec:
     attnpool_positional: keep the RN attention-pool positional embedding (default: same as `bias`).
     qk: "bcos" makes the attention q/k projections B-cos linears (as the paper's code does);
         "linear" keeps them plain linears (they only set the detached attention weights).
-    layernorm: "centred" keeps LayerNorm's mean subtraction ((x - mean) / std, std detachable; B = 1
-        reproduces the original); "uncentred" drops it (x / rms(x), rms detachable: a pure per-token
-        scale, as B-cos v2's uncentred norms; changes the function, distillation adapts to it).
+    layernorm: "centered" keeps LayerNorm's mean subtraction ((x - mean) / std, std detachable; B = 1
+        reproduces the original); "uncentered" drops it (x / rms(x), rms detachable: a pure per-token
+        scale, as B-cos v2's uncentered norms; changes the function, distillation adapts to it).
     positional: how a ViT's positional embedding enters: "bias" (added as it is; explanations report it
         as bias) or "input" (the same values, written as a linear function of each patch's [x, 1-x]
         pixels, which sum to 1 per channel pair: explanations attribute it to the patch; needs
@@ -42,7 +42,7 @@ class BcosifySpec:
     attnpool_positional: Optional[bool] = None
     qk: str = "bcos"
     input_encoding: str = "folded"
-    layernorm: str = "centred"
+    layernorm: str = "centered"
     positional: str = "bias"
     official_c_proj: bool = False
     official_v_proj: bool = False

@@ -1,6 +1,6 @@
 """Convert an open_clip VisionTransformer image tower (new ground; METHOD.md §2, ViT).
 
-LayerNorms stay centred (bias removed unless kept, std detachable), attention q/k set a detachable
+LayerNorms stay centered (bias removed unless kept, std detachable), attention q/k set a detachable
 attention matrix, value/out/MLP/`proj` become B-cos linears, GELU becomes x * Phi(x). The class token is
 an additive term that is kept (explanations report it as `bias`); so is the positional embedding with
 ``spec.positional == "bias"``. With ``"input"`` each patch's positional vector is multiplied by the mean of
@@ -126,7 +126,7 @@ def _block(blk: nn.Module, spec: BcosifySpec, name: str, report: ConversionRepor
 def _patch_embedding(conv1: nn.Module, spec: BcosifySpec, mean: Sequence[float], std: Sequence[float],
                      report: ConversionReport) -> nn.Module:
     """The patch conv -> a 6-channel BcosConv2d; a ``ConvStem``: its first conv so, the others B-cos
-    convs, BatchNorm uncentred, ReLU a gated activation (the same function; its gate replayed in the
+    convs, BatchNorm uncentered, ReLU a gated activation (the same function; its gate replayed in the
     explanation's bias pass, which biases would otherwise open)."""
     if not isinstance(conv1, bnn.ConvStem):
         return first_conv(conv1, spec, mean, std, "conv1", report)

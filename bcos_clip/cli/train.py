@@ -86,8 +86,8 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bcos-bias", action=BOOL, help="keep biases in the B-cosified tower (default: off)")
     g.add_argument("--bcos-qk", choices=["bcos", "linear"],
                    help="attention q/k projections: B-cos linears (default) or plain linears")
-    g.add_argument("--bcos-layernorm", choices=["centred", "uncentred"],
-                   help="LayerNorm of a ViT tower: centred (default, exact at B = 1) or uncentred (RMS)")
+    g.add_argument("--bcos-layernorm", choices=["centered", "uncentered"],
+                   help="LayerNorm of a ViT tower: centered (default, exact at B = 1) or uncentered (RMS)")
     g.add_argument("--bcos-positional", choices=["bias", "input", "drop"],
                    help="a ViT's positional embedding: added as a bias (default) or as a linear term of each "
                         "patch's [x, 1-x] (same function; explanations attribute it to the patch), or dropped")

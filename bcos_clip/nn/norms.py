@@ -1,4 +1,4 @@
-"""Norm layers of a B-cos tower: uncentered BatchNorm and centred, bias-free LayerNorm (METHOD.md §2)."""
+"""Norm layers of a B-cos tower: uncentered BatchNorm and centered, bias-free LayerNorm (METHOD.md §2)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -99,19 +99,19 @@ class BcosLayerNorm(DynamicModule):
     """LayerNorm over the last dim with a detachable std: (x - mean) / std * weight (+ bias).
 
     Mean subtraction is linear; in explanation mode the std is a detached (dynamic) factor.
-    ``centred=False``: no mean subtraction, x / rms(x) * weight (an RMS norm; rms detachable).
+    ``centered=False``: no mean subtraction, x / rms(x) * weight (an RMS norm; rms detachable).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = False, centred: bool = True) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = False, centered: bool = True) -> None:
         super().__init__()
-        self.dim, self.eps, self.centred = dim, eps, centred
+        self.dim, self.eps, self.centered = dim, eps, centered
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     @classmethod
-    def from_layernorm(cls, ln: nn.LayerNorm, bias: bool = False, centred: bool = True) -> "BcosLayerNorm":
+    def from_layernorm(cls, ln: nn.LayerNorm, bias: bool = False, centered: bool = True) -> "BcosLayerNorm":
         dim = ln.normalized_shape[-1]
-        new = cls(dim, ln.eps, bias=bias and ln.bias is not None, centred=centred)
+        new = cls(dim, ln.eps, bias=bias and ln.bias is not None, centered=centered)
         with torch.no_grad():
             if ln.weight is not None:
                 new.weight.copy_(ln.weight)
@@ -120,11 +120,11 @@ class BcosLayerNorm(DynamicModule):
         return new.to(ln.weight.device if ln.weight is not None else "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xc = x - x.mean(-1, keepdim=True) if self.centred else x
+        xc = x - x.mean(-1, keepdim=True) if self.centered else x
         inv_std = self.dynamic(
             lambda: torch.rsqrt(xc.float().square().mean(-1, keepdim=True) + self.eps).to(x.dtype))
         y = xc * inv_std * self.weight.to(x.dtype)
         return y + self.bias.to(x.dtype) if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}" + ("" if self.centred else ", uncentred")
+        return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}" + ("" if self.centered else ", uncentered")

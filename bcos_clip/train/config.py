@@ -36,7 +36,7 @@ class TrainConfig:
     bcos_b: float = 2.0
     bcos_bias: bool = False
     bcos_qk: str = "bcos"
-    bcos_layernorm: str = "centred"
+    bcos_layernorm: str = "centered"
     bcos_positional: str = "bias"
     # data
     train_num_samples: Optional[int] = None

@@ -64,7 +64,7 @@ def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, 
     shrinks RN embeddings to 0), saved as a checkpoint (a report column)."""
     folder = out / "bcosified"
     spec = {"b": float(distill.get("bcos_b", 2.0)), "bias": bool(distill.get("bcos_bias", False)),
-            "qk": str(distill.get("bcos_qk", "bcos")), "layernorm": str(distill.get("bcos_layernorm", "centred")),
+            "qk": str(distill.get("bcos_qk", "bcos")), "layernorm": str(distill.get("bcos_layernorm", "centered")),
             "positional": str(distill.get("bcos_positional", "bias"))}
 
     def work() -> Dict[str, Any]:
