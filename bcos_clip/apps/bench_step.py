@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bcos_clip.apps.bench_dtypes import POLICIES
-from bcos_clip.apps.bench_towers import ModelSet, input_fn, tower_for
-from bcos_clip.nn import fused
+from bcos_clip.apps.bench_towers import VARIANT_FEATURES, ModelSet, input_fn, path_ctx, tower_for
 
-# fast-path features per variant (None: all features of the current code; see nn.fused.FEATURES)
-VARIANT_FEATURES: Dict[str, Optional[Tuple[str, ...]]] = {
-    "plain": None, "bcos-reference": None, "bcos-formula": None, "bcos-fast": None, "bcos-fast-v1": (),
-}
 KINDS: Dict[str, str] = {  # module class -> layer kind
     "Conv2d": "conv", "BcosConv2d": "conv", "ReferenceBcosConv2d": "conv",
     "BatchNorm2d": "batchnorm", "UncenteredBatchNorm2d": "batchnorm",
@@ -47,14 +42,6 @@ def kind_of(module: Optional[nn.Module]) -> str:
     if module is None:
         return "loss"
     return KINDS.get(type(module).__name__, "tower")
-
-
-def variant_ctx(variant: str) -> contextlib.AbstractContextManager:
-    """The fast-path switches a variant runs with."""
-    if variant == "bcos-formula":
-        return fused.fast_path(False)
-    feats = VARIANT_FEATURES.get(variant)
-    return fused.fast_path(True, features=feats) if feats is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -158,7 +145,7 @@ def _step(sub: Subject, run: Callable[[torch.Tensor], torch.Tensor], images: tor
           backward: bool) -> None:
     for p in sub.tower.parameters():
         p.grad = None
-    with variant_ctx(sub.variant):
+    with path_ctx(sub.variant):
         with forward_ctx(), POLICIES[policy]():
             out = run(sub.prep(images))
         loss = 1.0 - F.cosine_similarity(out.float(), target, dim=-1).mean()

@@ -56,6 +56,11 @@ def set_triton(enabled: bool) -> None:
     _STATE["triton"] = bool(enabled)
 
 
+def enabled_features() -> Tuple[str, ...]:
+    """The fast-path features on now (none when the fast path is off)."""
+    return tuple(sorted(_STATE["features"])) if _STATE["fast"] else ()
+
+
 def feature(name: str) -> bool:
     """Whether the fast path of layer kind `name` (one of FEATURES) is on now."""
     return _STATE["fast"] and name in _STATE["features"]
