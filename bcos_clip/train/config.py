@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from bcos_clip.train.losses import LOSSES, LossParams
 
-PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
+PRECISIONS = ("auto", "fp32", "amp", "amp_bf16", "bf16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "const")
 TEXT_SOURCES = ("auto", "captions", "classnames")
@@ -65,7 +65,7 @@ class TrainConfig:
     agc_clip: float = 0.01
     agc_eps: float = 1e-3
     grad_clip_norm: Optional[float] = None
-    precision: str = "amp"
+    precision: str = "auto"  # CUDA: bf16 autocast where supported, else fp16 + GradScaler; CPU: fp32
     torchcompile: bool = False
     max_bad_steps: int = 20
     # run

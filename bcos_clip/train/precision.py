@@ -1,5 +1,7 @@
 """Training precision (open_clip's spellings).
 
+- ``auto`` (the default): on CUDA ``amp_bf16`` where the GPU computes bf16 natively (Ampere and newer:
+  same exponent range as fp32, no loss scaling needed), else ``amp`` (float16 + GradScaler); on CPU fp32.
 - ``fp32``: no autocast.
 - ``amp``: float16 autocast + GradScaler on CUDA (on CPU: fp32, as float16 autocast is not useful there).
 - ``amp_bf16``: bfloat16 autocast (CPU or CUDA), fp32 weights.
@@ -36,9 +38,19 @@ class Precision:
         return torch.amp.GradScaler("cuda") if self.use_scaler else None
 
 
+def _auto(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "fp32"
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return "amp_bf16" if bf16 else "amp"
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """The :class:`Precision` of ``name`` on ``device``."""
+    """The :class:`Precision` of ``name`` on ``device`` (``auto`` resolved, see the module docstring)."""
     cuda = device.type == "cuda"
+    if name == "auto":
+        name = _auto(device)
+        log.info("--precision auto on %s: %s", device.type, name)
     if name == "amp" and not cuda:
         log.info("--precision amp on CPU runs in fp32")
         name = "fp32"

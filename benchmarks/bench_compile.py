@@ -1,0 +1,113 @@
+"""torch.compile of the full-size towers on CPU: graph breaks, compiled == eager, compile time, step ratio.
+
+For RN50 and ViT-B-16 (random weights, 224 px), training mode, fp32 (CPU):
+- `torch._dynamo.explain` over the training step (forward + loss) of the B-cos fast and the plain tower:
+  graph and graph-break counts (also under bf16 autocast);
+- compiled (inductor) vs eager: output and every parameter gradient of one step, relative max error;
+- compile time (the first compiled step, forward + backward) and the mean time of the following steps,
+  eager and compiled, B-cos fast / plain. CPU ratios are not GPU ratios: on a CPU the convolutions and
+  matmuls dominate and elementwise passes are cheap relative to them.
+
+    nice -n 10 python benchmarks/bench_compile.py --output benchmarks/results/cpu2core_compile.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Any, Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from bcos_clip.apps.bench_towers import build_modelset, input_fn
+
+
+def _step(tower: torch.nn.Module, prep: Callable, x: torch.Tensor, target: torch.Tensor) -> Callable:
+    def run(module: Callable) -> List[torch.Tensor]:
+        for p in tower.parameters():
+            p.grad = None
+        state = {k: v.clone() for k, v in tower.state_dict().items()}
+        out = module(prep(x))
+        (1.0 - F.cosine_similarity(out.float(), target, dim=-1).mean()).backward()
+        grads = [p.grad.clone() for p in tower.parameters()]
+        tower.load_state_dict(state)
+        return [out.detach()] + grads
+    return run
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def _timed(fn: Callable, iters: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters * 1000.0
+
+
+def explain(tower: torch.nn.Module, prep: Callable, x: torch.Tensor, target: torch.Tensor,
+            autocast: bool) -> Dict[str, Any]:
+    torch._dynamo.reset()
+
+    def loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = tower(prep(x))
+        return 1.0 - F.cosine_similarity(out.float(), target, dim=-1).mean()
+
+    ex = torch._dynamo.explain(loss)(x, target)
+    return {"graphs": ex.graph_count, "graph_breaks": ex.graph_break_count,
+            "reasons": [str(r.reason) for r in ex.break_reasons][:5]}
+
+
+def variant_rows(ms: Any, variant: str, batch: int, iters: int) -> Dict[str, Any]:
+    tower, prep = ms.towers[variant].train(), input_fn(ms, variant)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, ms.image_size, ms.image_size, generator=g)
+    if ms.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.randn(batch, ms.embed_dim, generator=g)
+    row: Dict[str, Any] = {"explain_fp32": explain(tower, prep, x, target, False),
+                           "explain_bf16_autocast": explain(tower, prep, x, target, True)}
+    run = _step(tower, prep, x, target)
+    eager = run(tower)
+    torch._dynamo.reset()
+    compiled_tower = torch.compile(tower)
+    t0 = time.perf_counter()
+    compiled = run(compiled_tower)
+    row["compile_s"] = time.perf_counter() - t0
+    row["max_rel_error"] = max(_rel(c, e) for c, e in zip(compiled, eager))
+    row["eager_step_ms"] = _timed(lambda: run(tower), iters)
+    row["compiled_step_ms"] = _timed(lambda: run(compiled_tower), iters)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="RN50,ViT-B-16")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--output", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    result: Dict[str, Any] = {"machine": f"{platform.processor() or 'cpu'}, {args.threads} threads",
+                              "torch": torch.__version__, "batch": args.batch, "precision": "fp32", "towers": {}}
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        torch.manual_seed(0)
+        ms = build_modelset(name, torch.device("cpu"), quick=False)
+        rows = {v: variant_rows(ms, v, args.batch, args.iters) for v in ("plain", "bcos-fast")}
+        for kind in ("eager_step_ms", "compiled_step_ms"):
+            rows[f"bcos_over_plain_{kind}"] = rows["bcos-fast"][kind] / rows["plain"][kind]
+        result["towers"][name] = rows
+        print(json.dumps({name: rows}, indent=1))
+        if args.output:
+            with open(args.output, "w") as fh:
+                json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
