@@ -167,8 +167,8 @@ def compile_jobs(r: Runner, ms: ModelSet) -> List[Job]:
 
 
 def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
-    """Jobs in priority order: eager rows at compile_batch, the first model compiled, explanations,
-    zero-shot, end-to-end, the other models compiled (other batch sizes come after the profiles)."""
+    """Jobs in priority order: eager rows at compile_batch, end-to-end, the first model compiled,
+    explanations, zero-shot, the other models compiled (other batch sizes come after the profiles)."""
     cfg, sec, b = r.cfg, set(r.cfg.sections), r.cfg.compile_batch
     jobs: List[Job] = []
     for ms in sets:
@@ -177,6 +177,9 @@ def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
                                                                                 ("train_fwd",))
         if "infer" in sec:
             jobs += tower_jobs(r, ms, b, EAGER_VARIANTS + ("bcos-fast-folded",), ("infer",))
+    if sets and "e2e" in sec:
+        steps = 2 if cfg.quick else 10
+        jobs.append((f"e2e/{sets[0].name}", 45.0, lambda: e2e_rows(sets[0], b, steps, cfg.workers, workdir)))
     if sets and "compile" in sec and r.compile:
         jobs += compile_jobs(r, sets[0])
     if sets and "explain" in sec:
@@ -186,9 +189,6 @@ def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
         jobs.append((f"zeroshot/{sets[0].name}", 30.0, lambda: zeroshot_rows(sets[0], min(b, 128), n,
                                                                              "amp_bf16" if r.precision == "bf16"
                                                                              else "fp32")))
-    if sets and "e2e" in sec:
-        steps = 2 if cfg.quick else 10
-        jobs.append((f"e2e/{sets[0].name}", 45.0, lambda: e2e_rows(sets[0], b, steps, cfg.workers, workdir)))
     for ms in sets[1:]:
         if "compile" in sec and r.compile:
             jobs += compile_jobs(r, ms)
