@@ -115,7 +115,9 @@ def validate_memory(predicted: Dict[str, Dict[str, float]], param_gib: Dict[str,
 
 def device_of(measured: Dict[str, Any]) -> str:
     env = measured.get("environment", {})
-    return f"{env.get('device_name', '?')} (torch {env.get('torch', '?')}, {measured.get('source', 'this run')})"
+    src = str(measured.get("source", "this run"))
+    root = str(DEFAULT_MEASURED.parents[2]) + "/"
+    return f"{env.get('device_name', '?')} (torch {env.get('torch', '?')}, {src.replace(root, '')})"
 
 
 def needed_variants(measured: Optional[Dict[str, Any]]) -> List[str]:
