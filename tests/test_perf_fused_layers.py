@@ -146,3 +146,16 @@ def test_uncentered_batchnorm_fast_path_in_bf16_and_channels_last():
     assert fast[0].dtype == torch.bfloat16 and fast[0].is_contiguous(memory_format=torch.channels_last)
     for a, r in zip(fast, ref):  # within bf16 rounding of the formula (which rounds more often)
         assert torch.allclose(a.float(), r.float(), rtol=3e-2, atol=3e-2 * r.float().abs().max().item())
+
+
+def test_uncentered_batchnorm_fast_path_with_bf16_weights_updates_running_var():
+    """Pure bf16 training (--precision bf16) converts the BN's weight and running variance to bf16."""
+    torch.manual_seed(0)
+    x = (torch.randn(4, 6, 5, 5) * 2 + 3).bfloat16()
+    run_vars = []
+    for fast in (True, False):
+        bn = bnn.UncenteredBatchNorm2d(6).bfloat16().train()
+        with fused.fast_path(fast):
+            bn(x.clone().requires_grad_(True)).float().sum().backward()
+        run_vars.append(bn.running_var.float())
+    assert torch.allclose(run_vars[0], run_vars[1], rtol=1e-2)

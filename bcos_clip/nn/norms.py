@@ -31,7 +31,10 @@ class _UncenteredBNTrain(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, running_var: torch.Tensor, consts: torch.Tensor,
                 momentum: float, eps: float) -> torch.Tensor:  # type: ignore[override]
         w = weight.to(consts.dtype)
-        mean, var = torch.batch_norm_update_stats(x, consts[2], running_var, momentum)
+        rv = running_var.to(consts.dtype)  # the kernel wants one statistics dtype (pure bf16 weights: a copy)
+        mean, var = torch.batch_norm_update_stats(x, consts[2], rv, momentum)
+        if rv is not running_var:
+            running_var.copy_(rv)
         r = var.add_(eps).rsqrt_()
         s = w * r
         y, _, _ = torch.native_batch_norm(x, s, None, consts[0], consts[1], False, 0.0, 0.0)
