@@ -78,22 +78,23 @@ def cost_model(ms: ModelSet, cfg: AccountingConfig) -> Dict[str, Any]:
         acc = count_step(subject(ms, v), cfg.batch, triton=cfg.triton)
         tot = acc.totals(spec)
         by_kind: Dict[str, float] = collections.Counter()
-        by_op: Dict[Tuple[str, str, str], List[float]] = collections.defaultdict(lambda: [0.0, 0, 0.0])
+        by_op: Dict[Tuple[str, str, str], List[float]] = collections.defaultdict(lambda: [0.0, 0, 0.0, 0.0])
         for op, t in acc.predict(spec):
             by_kind[f"{op.phase} {op.kind}"] += t * 1e3
             agg = by_op[(op.phase, op.kind, op.op)]
             agg[0] += t * 1e3
             agg[1] += op.launches
             agg[2] += op.bytes / 1e9
-        top = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:12]
+            agg[3] += op.flops / 1e9
+        ops = [{"phase": k[0], "kind": k[1], "op": k[2], "ms": x[0], "launches": x[1], "gbytes": x[2],
+                "gflop": x[3]} for k, x in sorted(by_op.items(), key=lambda kv: -kv[1][0])]
         out[v] = {"forward_ms": tot["forward_s"] * 1e3, "backward_ms": tot["backward_s"] * 1e3,
                   "step_ms": tot["step_s"] * 1e3,
                   "launches": int(tot["forward_launches"] + tot["backward_launches"]),
                   "gbytes": (tot["forward_bytes"] + tot["backward_bytes"]) / 1e9,
                   "tflop": (tot["forward_flops"] + tot["backward_flops"]) / 1e12,
                   "by_kind_ms": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
-                  "top_ops": [{"phase": k[0], "kind": k[1], "op": k[2], "ms": x[0], "launches": x[1], "gbytes": x[2]}
-                              for k, x in top]}
+                  "top_ops": ops[:12], "ops": ops}  # every aten op (phase, layer kind), summed
     for v, row in out.items():
         row["forward_ratio"] = row["forward_ms"] / out["plain"]["forward_ms"]
         row["step_ratio"] = row["step_ms"] / out["plain"]["step_ms"]
