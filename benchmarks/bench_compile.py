@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bcos_clip.apps.bench_towers import build_modelset, input_fn
+from bcos_clip.nn import UncenteredBatchNorm2d
 
 
 def _step(tower: torch.nn.Module, prep: Callable, x: torch.Tensor, target: torch.Tensor) -> Callable:
@@ -71,9 +72,20 @@ def explain(tower: torch.nn.Module, prep: Callable, x: torch.Tensor, target: tor
             "reasons": [str(r.reason) for r in ex.break_reasons][:5]}
 
 
+def wake_batchnorms(tower: torch.nn.Module, seed: int = 0) -> None:
+    """open_clip initialises every residual branch's last BatchNorm weight to 0, which leaves most of a
+    random RN50's gradients ~0 (nothing to compare): draw all BatchNorm weights from [0.5, 1.5]."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in tower.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, UncenteredBatchNorm2d)) and m.weight is not None:
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+
+
 def variant_rows(ms: Any, variant: str, batch: int) -> Tuple[Dict[str, Any], Dict[str, Callable]]:
     """Explain counts, compile time and compiled-vs-eager errors; the eager and compiled step callables."""
     tower, prep = ms.towers[variant].train(), input_fn(ms, variant)
+    wake_batchnorms(tower)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, ms.image_size, ms.image_size, generator=g)
     if ms.channels_last:

@@ -18,8 +18,16 @@ RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tiny_sets():
+    """Tiny towers; open_clip zeroes each residual branch's last BN weight, which would leave most RN
+    gradients 0: every BN weight is drawn from [0.5, 1.5] so that the comparisons are not vacuous."""
     torch.manual_seed(0)
-    return {name: build_modelset(name, torch.device("cpu"), quick=True) for name in ("RN50", "ViT-B-16")}
+    sets = {name: build_modelset(name, torch.device("cpu"), quick=True) for name in ("RN50", "ViT-B-16")}
+    with torch.no_grad():
+        for ms in sets.values():
+            for m in ms.towers["bcos-fast"].modules():
+                if isinstance(m, bnn.UncenteredBatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+    return sets
 
 
 def _step_fn(ms):
