@@ -27,6 +27,8 @@ Pair = Tuple[int, int]
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a matmul / conv of x runs in: autocast's when it is on for x's device."""
     dev = x.device.type
+    if not torch.amp.is_autocast_available(dev):  # e.g. meta tensors
+        return x.dtype
     if torch.is_autocast_enabled(dev) and x.is_floating_point() and x.dtype != torch.float64:
         return torch.get_autocast_dtype(dev)
     return x.dtype
