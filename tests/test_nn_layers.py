@@ -163,5 +163,7 @@ def test_uncentered_batchnorm_fast_training_path_matches_formula_float64():
     for a, b in zip(outs[True], outs[False]):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     bn = bnn.UncenteredBatchNorm2d(4).double().train()
-    assert torch.autograd.gradcheck(lambda t, w: bnn.norms._UncenteredBNTrain.apply(t, w, 1e-5)[0],
-                                    (x, bn.weight.detach().clone().requires_grad_(True)))
+    consts = bn._consts.double()
+    assert torch.autograd.gradcheck(
+        lambda t, w: bnn.norms._UncenteredBNTrain.apply(t, w, bn.running_var, consts, 0.1, 1e-5),
+        (x, bn.weight.detach().clone().requires_grad_(True)))

@@ -52,3 +52,22 @@ def test_quick_config_is_resolved_into_a_new_one_not_mutated():
     assert dataclasses.replace(quick, quick=False).resolved() == dataclasses.replace(quick, quick=False)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.iters = 3
+
+
+@pytest.mark.slow
+def test_bench_quick_memory_and_model_cost_smoke(tmp_path, capsys):
+    """`bcos-clip bench --quick --memory --model-cost --output FILE.json`: the accounting alone, on CPU."""
+    out = tmp_path / "acc.json"
+    assert main(["bench", "--quick", "--memory", "--model-cost", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rows"] == []  # no timed section unless asked for
+    acc = result["accounting"]
+    for model in ("RN50", "ViT-B-16"):
+        variants = acc["memory"][model]["variants"]
+        assert variants["bcos-fast"]["saved_mib"] > 0 and variants["plain"]["ratio_vs_plain"] == 1.0
+        assert {"layernorm", "linear"} & set(variants["bcos-fast"]["by_kind_mib"]) or model == "RN50"
+        cost = acc["cost"]["towers"][model]["bcos-fast"]
+        assert cost["step_ms"] > cost["forward_ms"] > 0 and cost["launches"] > 0 and cost["top_ops"]
+        assert all(r["rel_diff"] < 0.01 for r in acc["memory"][model]["linearity"])
+    assert acc["cost"]["device_spec"]["name"] == "NVIDIA H200 SXM"
+    assert "## Saved for backward" in capsys.readouterr().out

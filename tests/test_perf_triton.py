@@ -30,6 +30,9 @@ SCRIPT = textwrap.dedent("""
             gz, gs = ft.scale_bwd(g, yr, s, b, dim, 1e-6)
             gzr, gsr = fused._scale_backward_torch(g, yr, s, b, dim, 1e-6)
             errs += [rel(gz, gzr), rel(gs, gsr)]
+            gz, gs = ft.scale_bwd(g, z, s, b, dim, 1e-6, from_z=True)  # fp16 keeps z (nn.fused.saves_z)
+            gzr, gsr = fused._scale_backward_torch(g, z, s, b, dim, 1e-6, from_z=True)
+            errs += [rel(gz, gzr), rel(gs, gsr)]
         worst = max([worst] + errs)
 
     for b in (2.0, 2.5):

@@ -161,3 +161,20 @@ def test_cli_reports_bad_data_paths_in_one_line(tmp_path, capsys):
                  "--steps", "1", "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "4 of 4 shards" in err[0] and "do not exist" in err[0]
+
+
+def test_default_precision_is_bf16_autocast_on_bf16_gpus_else_fp16_with_scaler(monkeypatch):
+    import torch
+
+    from bcos_clip.train.config import TrainConfig
+    from bcos_clip.runtime.precision import resolve_precision
+
+    assert TrainConfig(model="RN50", train_data="x.tar", output="out", steps=1).precision == "auto"
+    cpu = resolve_precision("auto", torch.device("cpu"))
+    assert cpu.autocast_dtype is None and not cpu.use_scaler
+    for bf16, dtype, scaler in ((True, torch.bfloat16, False), (False, torch.float16, True)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, v=bf16: v)
+        p = resolve_precision("auto", torch.device("cuda"))
+        assert (p.autocast_dtype, p.use_scaler, p.name) == (dtype, scaler, "amp_bf16" if bf16 else "amp")
+    explicit = resolve_precision("amp", torch.device("cuda"))
+    assert explicit.autocast_dtype == torch.float16 and explicit.use_scaler

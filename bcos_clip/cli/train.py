@@ -78,8 +78,9 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
                    help="adaptive gradient clipping factor, unit-wise (0.01; 0 = off)")
     g.add_argument("--agc-eps", type=_t("agc_eps"), help="adaptive gradient clipping epsilon (1e-3)")
     g.add_argument("--grad-clip-norm", type=_t("grad_clip_norm"), help="also clip the global gradient norm to this")
-    g.add_argument("--precision", choices=["fp32", "amp", "amp_bf16", "bf16"],
-                   help="amp (default; fp32 on CPU), amp_bf16, bf16 (pure bf16 weights) or fp32")
+    g.add_argument("--precision", choices=["auto", "fp32", "amp", "amp_bf16", "bf16"],
+                   help="auto (default: on CUDA amp_bf16 where the GPU supports bf16, else amp; fp32 on CPU), "
+                        "amp (fp16 autocast + GradScaler), amp_bf16, bf16 (pure bf16 weights) or fp32")
     g.add_argument("--torchcompile", action=BOOL, help="torch.compile the student tower")
     g.add_argument("--max-bad-steps", type=_t("max_bad_steps"), help="stop after this many skipped steps (20)")
     g.add_argument("--bcos-b", type=_t("bcos_b"), help="B of the B-cosified layers (2)")

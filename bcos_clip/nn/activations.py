@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import math
 
-import torch
+from typing import Any
 
+import torch
+import torch.nn.functional as F
+
+from bcos_clip.nn import fused
 from bcos_clip.nn.dynamic import DynamicModule
 
 
@@ -27,6 +31,34 @@ def _relu_gate(x: torch.Tensor) -> torch.Tensor:
 GATES = {"gelu": _gelu_gate, "gelu_tanh": _gelu_tanh_gate, "quick_gelu": _quick_gelu_gate, "relu": _relu_gate}
 
 
+class QuickGELUFn(torch.autograd.Function):
+    """y = x sigmoid(1.702 x), saving x only (autograd of the formula keeps sigmoid(1.702 x) too).
+    Backward: g (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x), in >= fp32."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(1.702 * x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        xa = x.to(torch.promote_types(x.dtype, torch.float32))
+        s = torch.sigmoid(1.702 * xa)
+        return (g * (s + 1.702 * xa * s * (1.0 - s))).to(g.dtype)
+
+
+def _quick_gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    if fused.plain_tensor(x):
+        return QuickGELUFn.apply(x)
+    return x * torch.sigmoid(1.702 * x)
+
+
+# the same functions through native kernels (fast-path feature "activation"): they save x only
+FAST = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "quick_gelu": _quick_gelu_fast,
+        "relu": F.relu}
+
+
 class GatedActivation(DynamicModule):
     """y = x * gate(x) with gate one of GATES ('gelu' = x*Phi(x), 'quick_gelu' = x*sigmoid(1.702x),
     'relu' = x*[x > 0], for towers whose explanation bias pass must replay the ReLU gates)."""
@@ -38,6 +70,8 @@ class GatedActivation(DynamicModule):
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.feature("activation") and self._dyn_mode is None and not self.detach_dynamic:
+            return FAST[self.kind](x)
         return x * self.dynamic(lambda: GATES[self.kind](x))
 
     def extra_repr(self) -> str:

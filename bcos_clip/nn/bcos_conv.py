@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcos_clip.nn import fused
+from bcos_clip.nn import fused, fused_layers
 from bcos_clip.nn.dynamic import DynamicModule
 from bcos_clip.nn.functional import as_pair, grouped_factor, patch_norm
 
@@ -69,11 +69,12 @@ class BcosConv2d(DynamicModule):
         return grouped_factor(z, norm, self.b, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.b != 1.0 and self.groups == 1 and fused.applies(self):
+            return fused_layers.conv(x, self.weight, self.bias, self.kernel_size, self.stride, self.padding,
+                                     self.dilation, self.b)
         z = self.linear(x)
         if self.b == 1.0:
             return z
-        if self.groups == 1 and fused.applies(self):
-            return fused.conv_scale(x, z, self.kernel_size, self.stride, self.padding, self.dilation, self.b)
         return z * self.dynamic(lambda: self.factor(x, z))
 
     def extra_repr(self) -> str:

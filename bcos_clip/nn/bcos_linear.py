@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcos_clip.nn import fused
+from bcos_clip.nn import fused, fused_layers
 from bcos_clip.nn.dynamic import DynamicModule
 from bcos_clip.nn.functional import bcos_factor, vector_norm
 
@@ -48,11 +48,11 @@ class BcosLinear(DynamicModule):
         return bcos_factor(z, vector_norm(x), self.b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.b != 1.0 and fused.applies(self):
+            return fused_layers.linear(x, self.weight, self.bias, self.b)
         z = F.linear(x, self.weight, self.bias)
         if self.b == 1.0:
             return z
-        if fused.applies(self):
-            return fused.linear_scale(x, z, self.b)
         return z * self.dynamic(lambda: self.factor(x, z))
 
     def extra_repr(self) -> str:

@@ -18,20 +18,27 @@ CPU, under vmap (`generate_vmap_rule`, used by batched explanation backwards), f
 traced as plain differentiable ops: inductor fuses them and its partitioner chooses what to save.
 
 Switches: `set_fast_path(False)` (global) or `module.fast = False` (one layer) selects the reference
-formula; `set_triton(False)` keeps the Functions but uses the torch ops on CUDA too.
+formula; `set_triton(False)` keeps the Functions but uses the torch ops on CUDA too. The fast paths of
+the other layer kinds are named FEATURES (`feature(name)` says whether one is on; `fast_path(...,
+features=...)` selects a subset, e.g. to reproduce the code of an older measurement):
+- "batchnorm": training-mode uncentered BatchNorm as one autograd Function (nn.norms);
+- "layernorm": the centred, bias-free LayerNorm through the native layer_norm kernel (nn.norms);
+- "activation": GELU through the native gelu kernel, QuickGELU as a Function saving x only;
+- "layer": B-cos conv / linear layers as one autograd Function each (nn.fused_layers).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from bcos_clip.nn.functional import NORM_EPS, as_pair
 
-_STATE: Dict[str, bool] = {"fast": True, "triton": True}
+FEATURES = ("batchnorm", "layernorm", "activation", "layer")
+_STATE: Dict[str, Any] = {"fast": True, "triton": True, "features": frozenset(FEATURES)}
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -49,14 +56,32 @@ def set_triton(enabled: bool) -> None:
     _STATE["triton"] = bool(enabled)
 
 
+def enabled_features() -> Tuple[str, ...]:
+    """The fast-path features on now (none when the fast path is off)."""
+    return tuple(sorted(_STATE["features"])) if _STATE["fast"] else ()
+
+
+def feature(name: str) -> bool:
+    """Whether the fast path of layer kind `name` (one of FEATURES) is on now."""
+    return _STATE["fast"] and name in _STATE["features"]
+
+
 @contextlib.contextmanager
-def fast_path(enabled: bool = True, triton: Optional[bool] = None) -> Iterator[None]:
-    """Temporarily select the fast path (and optionally Triton); restored on exit."""
+def fast_path(enabled: bool = True, triton: Optional[bool] = None,
+              features: Optional[Iterable[str]] = None) -> Iterator[None]:
+    """Temporarily select the fast path (and optionally Triton and the subset of FEATURES on);
+    restored on exit."""
     before = dict(_STATE)
     try:
         set_fast_path(enabled)
         if triton is not None:
             set_triton(triton)
+        if features is not None:
+            chosen = frozenset(features)
+            unknown = sorted(chosen - set(FEATURES))
+            if unknown:
+                raise ValueError(f"fast_path: unknown features {unknown}; known: {', '.join(FEATURES)}")
+            _STATE["features"] = chosen
         yield
     finally:
         _STATE.update(before)
@@ -69,7 +94,7 @@ def applies(module: Any) -> bool:
             and not module.detach_dynamic)
 
 
-def _plain_tensor(t: torch.Tensor) -> bool:
+def plain_tensor(t: torch.Tensor) -> bool:
     """False for functorch-wrapped tensors (vmap / grad transforms) and under torch.compile."""
     if torch.compiler.is_compiling():
         return False
@@ -77,19 +102,39 @@ def _plain_tensor(t: torch.Tensor) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels() -> Any:
+def _triton_kernels() -> Any:
     """bcos_clip.nn.fused_triton if Triton imports, else None (imported on the first CUDA call)."""
     from bcos_clip.nn import fused_triton
 
     return fused_triton if fused_triton.available() else None
 
 
+_STAND_IN: Dict[str, Any] = {"kernels": None}
+
+
+def _kernels() -> Any:
+    return _STAND_IN["kernels"] or _triton_kernels()
+
+
+@contextlib.contextmanager
+def kernel_stand_in(kernels: Any) -> Iterator[None]:
+    """Route the kernel calls to `kernels` (an object with fused_triton's sumsq / scale_fwd / scale_bwd /
+    view3) on every device, as on CUDA with Triton: the cost model counts each call as one kernel."""
+    before = _STAND_IN["kernels"]
+    _STAND_IN["kernels"] = kernels
+    try:
+        yield
+    finally:
+        _STAND_IN["kernels"] = before
+
+
 def _use_triton(*tensors: torch.Tensor) -> bool:
     if torch.compiler.is_compiling() or not _STATE["triton"]:
         return False
-    if not all(t.is_cuda for t in tensors) or _kernels() is None:
+    on_device = _STAND_IN["kernels"] is not None or all(t.is_cuda for t in tensors)
+    if not on_device or _kernels() is None:
         return False
-    return all(t.dtype in _TRITON_DTYPES and _plain_tensor(t) for t in tensors)
+    return all(t.dtype in _TRITON_DTYPES and plain_tensor(t) for t in tensors)
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -113,6 +158,37 @@ def _dense_out(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+def sumsq(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum over `dim` of x^2, keepdim, accumulated and returned in >= fp32 (no autograd)."""
+    if _use_triton(x):
+        return _kernels().sumsq(_dense(x, dim), dim)
+    return x.to(_acc_dtype(x.dtype)).square().sum(dim, keepdim=True)
+
+
+def saves_z(dtype: torch.dtype) -> bool:
+    """Whether the scale keeps its input z for backward instead of its output y: in fp16, y = z f can
+    underflow where z and f do not (z = 1e-4, ||x|| = 10: y = 1e-9 < fp16's smallest subnormal), and
+    recomputing f from y would zero the gradient; bf16 and fp32 have fp32's exponent range."""
+    return dtype == torch.float16
+
+
+def scale_forward(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) -> torch.Tensor:
+    """y = z * (|z| / sqrt(s + eps))^(b-1) in z's dtype and layout (no autograd)."""
+    if _use_triton(z, s):
+        return _kernels().scale_fwd(_dense_out(z), s.contiguous(), b, dim, eps)
+    return _scale_forward_torch(z, s, b, eps)
+
+
+def scale_backward(g: torch.Tensor, t: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float,
+                   from_z: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(grad_z, grad_s) from the saved t: the output y, or the input z when `from_z` (see saves_z).
+    Triton on CUDA unless a graph of the backward is being built (double backward)."""
+    if _use_triton(g, t, s) and not torch.is_grad_enabled():
+        gz, gs = _kernels().scale_bwd(_dense(g, dim), _dense_out(t), s.contiguous(), b, dim, eps, from_z)
+        return gz, gs.to(s.dtype)
+    return _scale_backward_torch(g, t, s, b, dim, eps, from_z)
+
+
 class SumSquares(torch.autograd.Function):
     """s = sum over `dim` of x^2 (keepdim), accumulated in >= fp32. Backward: 2 x g (x's dtype)."""
 
@@ -120,9 +196,7 @@ class SumSquares(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, dim: int) -> torch.Tensor:
-        if _use_triton(x):
-            return _kernels().sumsq(_dense(x, dim), dim)
-        return x.to(_acc_dtype(x.dtype)).square().sum(dim, keepdim=True)
+        return sumsq(x, dim)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
@@ -151,58 +225,65 @@ def _scale_forward_torch(z: torch.Tensor, s: torch.Tensor, b: float, eps: float)
     return z * f.to(z.dtype)
 
 
-def _scale_backward_torch(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, b: float, dim: int,
-                          eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    acc = _acc_dtype(y.dtype)
+def _factor_and_output(t: torch.Tensor, inv: torch.Tensor, b: float, from_z: bool
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(f, y) in >= fp32 from the saved t (y, or z when from_z) and inv = 1/sqrt(s + eps).
+
+    From y: f = (|y| inv)^((b-1)/b) (for b = 2: sqrt(|y| inv)); from z: f = (|z| inv)^(b-1), y = z f.
+    """
+    ta = t.to(_acc_dtype(t.dtype))
+    r = ta.abs() * inv
+    if from_z:
+        f = r if b == 2.0 else r.pow(b - 1.0)
+        return f, ta * f
+    return (r.sqrt() if b == 2.0 else r.pow((b - 1.0) / b)), ta
+
+
+def _scale_backward_torch(g: torch.Tensor, t: torch.Tensor, s: torch.Tensor, b: float, dim: int,
+                          eps: float, from_z: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    acc = _acc_dtype(t.dtype)
     inv = torch.rsqrt(s.to(acc) + eps)
-    t = y.abs().to(acc) * inv
-    f = t.sqrt() if b == 2.0 else t.pow((b - 1.0) / b)
+    f, y = _factor_and_output(t, inv, b, from_z)
     ga = g.to(acc)
     gz = (b * ga * f).to(g.dtype)
-    gs = ((1.0 - b) / 2.0) * inv.square() * (ga * y.to(acc)).sum(dim, keepdim=True)
+    gs = ((1.0 - b) / 2.0) * inv.square() * (ga * y).sum(dim, keepdim=True)
     return gz, gs.to(s.dtype)
 
 
 class BcosScale(torch.autograd.Function):
-    """y = z * (|z| / sqrt(s + eps))^(b-1); s broadcasts over `dim`. Saves y and s only."""
+    """y = z * (|z| / sqrt(s + eps))^(b-1); s broadcasts over `dim`. Saves y (z in fp16) and s only."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) -> torch.Tensor:
-        if _use_triton(z, s):
-            return _kernels().scale_fwd(_dense_out(z), s.contiguous(), b, dim, eps)
-        return _scale_forward_torch(z, s, b, eps)
+        return scale_forward(z, s, b, dim, eps)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
-        _, s, b, dim, eps = inputs
-        ctx.save_for_backward(output, s)
-        ctx.save_for_forward(output, s)
+        z, s, b, dim, eps = inputs
+        ctx.from_z = saves_z(z.dtype)
+        kept = z if ctx.from_z else output
+        ctx.save_for_backward(kept, s)
+        ctx.save_for_forward(kept, s)
         ctx.b, ctx.dim, ctx.eps = b, dim, eps
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
-        y, s = ctx.saved_tensors
-        if _use_triton(g, y, s) and not torch.is_grad_enabled():
-            gz, gs = _kernels().scale_bwd(_dense(g, ctx.dim), _dense_out(y), s.contiguous(),
-                                            ctx.b, ctx.dim, ctx.eps)
-            gs = gs.to(s.dtype)
-        else:
-            gz, gs = _scale_backward_torch(g, y, s, ctx.b, ctx.dim, ctx.eps)
+        t, s = ctx.saved_tensors
+        gz, gs = scale_backward(g, t, s, ctx.b, ctx.dim, ctx.eps, ctx.from_z)
         return gz, gs, None, None, None
 
     @staticmethod
     def jvp(ctx: Any, dz: torch.Tensor, ds: torch.Tensor, *_: Any) -> torch.Tensor:
         """dy = B f dz + (1-B)/2 inv^2 y ds (forward-mode AD, torch ops)."""
-        y, s = ctx.saved_tensors
+        t, s = ctx.saved_tensors
         b = ctx.b
-        acc = _acc_dtype(y.dtype)
+        acc = _acc_dtype(t.dtype)
         inv = torch.rsqrt(s.to(acc) + ctx.eps)
-        t = y.abs().to(acc) * inv
-        f = t.sqrt() if b == 2.0 else t.pow((b - 1.0) / b)
-        dy = b * f * dz.to(acc) + ((1.0 - b) / 2.0) * inv.square() * y.to(acc) * ds.to(acc)
-        return dy.to(y.dtype)
+        f, y = _factor_and_output(t, inv, b, ctx.from_z)
+        dy = b * f * dz.to(acc) + ((1.0 - b) / 2.0) * inv.square() * y * ds.to(acc)
+        return dy.to(t.dtype)
 
 
 def _sum_squares(x: torch.Tensor, dim: int) -> torch.Tensor:

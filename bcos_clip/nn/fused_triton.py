@@ -10,6 +10,8 @@ positions of one n and walks all C, so the reduction over C needs no atomics.
 - `scale_fwd`:     y = z * (|z| * inv)^(B-1), inv = 1/sqrt(s + eps)         (read z, write y)
 - `scale_bwd`:     f = (|y| * inv)^((B-1)/B); gz = B * g * f;
                    gs = (1-B)/2 * inv^2 * sum_c g*y                         (read g, y; write gz)
+                   from_z (fp16, see nn.fused.saves_z): the saved tensor is z; f = (|z| * inv)^(B-1),
+                   y = z * f in fp32 (the same maths as nn.fused._scale_backward_torch)
 """
 from __future__ import annotations
 
@@ -104,7 +106,8 @@ if triton is not None:
     @triton.jit
     def _scale_bwd_kernel(g_ptr, y_ptr, s_ptr, gz_ptr, gs_ptr, C, P,
                           gN, gC, gP, yN, yC, yP, eps, b, expo, gs_coef,
-                          B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                          B_IS_2: tl.constexpr, FROM_Z: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_C: tl.constexpr):
         pb = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
         offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -121,7 +124,13 @@ if triton is not None:
             g = tl.load(g_ptr + n * gN + p64 * gP + offs_c[None, :] * gC, mask=m, other=0.0).to(tl.float32)
             y = tl.load(y_ptr + oy, mask=m, other=0.0).to(tl.float32)
             t = tl.abs(y) * inv
-            if B_IS_2:
+            if FROM_Z:  # y_ptr holds z; expo is B-1
+                if B_IS_2:
+                    f = t
+                else:
+                    f = tl.exp2(expo * tl.log2(t))
+                y = y * f
+            elif B_IS_2:
                 f = tl.sqrt(t)
             else:
                 f = tl.exp2(expo * tl.log2(t))
@@ -151,14 +160,15 @@ def scale_fwd(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) 
 
 
 def scale_bwd(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, b: float, dim: int,
-              eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(grad_z, grad_s) of y = scale_fwd(z, s) from the saved output y (see the module docstring)."""
+              eps: float, from_z: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(grad_z, grad_s) of y = scale_fwd(z, s) from the saved output y, or from the saved input z when
+    `from_z` (then `y` is z; see the module docstring)."""
     gz = torch.empty_like(y)
     gs = torch.empty_like(s, dtype=torch.float32)
     n, c, p, yn, yc, yp = view3(y, dim)
     _, _, _, gn, gc, gp = view3(g, dim)
     bp, bc, nw = _blocks(c, yc)
     _scale_bwd_kernel[(triton.cdiv(p, bp), n)](
-        g, y, s, gz, gs, c, p, gn, gc, gp, yn, yc, yp, eps, b, (b - 1.0) / b, (1.0 - b) / 2.0,
-        B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        g, y, s, gz, gs, c, p, gn, gc, gp, yn, yc, yp, eps, b, (b - 1.0) if from_z else (b - 1.0) / b,
+        (1.0 - b) / 2.0, B_IS_2=b == 2.0, FROM_Z=bool(from_z), BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
     return gz, gs

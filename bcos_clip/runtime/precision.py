@@ -1,5 +1,7 @@
 """Training precision (open_clip's spellings), also the one table of evaluation and benchmark forwards.
 
+- ``auto`` (the default): on CUDA ``amp_bf16`` where the GPU computes bf16 natively (Ampere and newer:
+  same exponent range as fp32, no loss scaling needed), else ``amp`` (float16 + GradScaler); on CPU fp32.
 - ``fp32``: no autocast.
 - ``amp``: float16 autocast + GradScaler on CUDA (on CPU: fp32, as float16 autocast is not useful there).
 - ``amp_bf16``: bfloat16 autocast (CPU or CUDA), fp32 weights.
@@ -19,7 +21,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
+PRECISIONS = ("auto", "fp32", "amp", "amp_bf16", "bf16")
 EVAL_PRECISIONS = ("fp32", "amp", "amp_bf16")
 
 
@@ -42,6 +44,13 @@ class Precision:
         return torch.amp.GradScaler("cuda") if self.use_scaler else None
 
 
+def _auto(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "fp32"
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return "amp_bf16" if bf16 else "amp"
+
+
 def resolve_precision(name: str, device: Union[torch.device, str], choices: Sequence[str] = PRECISIONS,
                       quiet: bool = False) -> Precision:
     """The :class:`Precision` of ``name`` (one of ``choices``) on ``device``; ``quiet``: no log line."""
@@ -49,6 +58,10 @@ def resolve_precision(name: str, device: Union[torch.device, str], choices: Sequ
         raise ValueError(f"--precision {name!r}: choose one of {', '.join(choices)}")
     device = torch.device(device)
     cuda = device.type == "cuda"
+    if name == "auto":
+        name = _auto(device)
+        if not quiet:
+            log.info("--precision auto on %s: %s", device.type, name)
     if name == "amp" and not cuda:
         if not quiet:
             log.info("--precision amp on CPU runs in fp32")

@@ -71,7 +71,7 @@ class TrainConfig:
     agc_clip: float = 0.01
     agc_eps: float = 1e-3
     grad_clip_norm: Optional[float] = None
-    precision: str = "amp"
+    precision: str = "auto"  # CUDA: bf16 autocast where supported, else fp16 + GradScaler; CPU: fp32
     torchcompile: bool = False
     max_bad_steps: int = 20
     # run

@@ -20,6 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from bcos_clip.apps.bench import report as bench_report
+from bcos_clip.apps.bench import tables as bench_tables
+from bcos_clip.apps.bench.accounting import AccountingConfig, run_accounting
+from bcos_clip.apps.bench.cost import DEVICE_SPECS
 from bcos_clip.apps.bench.e2e import e2e_rows
 from bcos_clip.apps.bench.extra import explain_rows, zeroshot_rows
 from bcos_clip.apps.bench.profiling import profile_row
@@ -54,6 +57,11 @@ class BenchConfig:
     workers: int = 8  # e2e DataLoader workers
     threads: int = 0  # CPU intra-op threads during the run (0: torch's default; --quick: 1)
     triton: bool = True  # Triton kernels of the fast path on CUDA (False: its torch ops)
+    memory: bool = False  # the saved-for-backward accounting (apps.bench.accounting; CPU, fake tensors)
+    model_cost: bool = False  # the roofline cost model of the training step
+    device_spec: str = "h200"  # the device of the cost model (apps.bench.cost.DEVICE_SPECS)
+    measured: Optional[str] = None  # rows to validate the accounting against (default: this run on CUDA,
+    #                                 else the repository's H200 run)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sections) - set(SECTIONS))
@@ -63,6 +71,8 @@ class BenchConfig:
             raise ValueError(f"bench: --compile must be auto, on or off, got {self.compile!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"bench: --precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if (self.memory or self.model_cost) and self.device_spec not in DEVICE_SPECS:
+            raise ValueError(f"bench: --device-spec {self.device_spec!r}: choose one of {', '.join(DEVICE_SPECS)}")
 
     def resolved(self) -> "BenchConfig":
         """What runs: with ``quick``, tiny towers, one batch size of at most 4, one iteration, explanations
@@ -98,6 +108,7 @@ class Runner:
         self.result: Dict[str, Any] = {"environment": environment(device), "precision": self.precision,
                                        "triton_kernels": bool(cfg.triton and device.type == "cuda"
                                                               and environment(device)["triton"]),
+                                       "fast_features": list(fused.enabled_features()),
                                        "config": dataclasses.asdict(cfg), "rows": [], "profiles": {}}
         self.rows: List[Row] = self.result["rows"]
 
@@ -152,8 +163,8 @@ def compile_jobs(r: Runner, ms: ModelSet) -> List[Job]:
 
 
 def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
-    """Jobs in priority order: eager rows at compile_batch, the first model compiled, explanations,
-    zero-shot, end-to-end, the other models compiled (other batch sizes come after the profiles)."""
+    """Jobs in priority order: eager rows at compile_batch, end-to-end, the first model compiled,
+    explanations, zero-shot, the other models compiled (other batch sizes come after the profiles)."""
     cfg, sec, b = r.cfg, set(r.cfg.sections), r.cfg.compile_batch
     jobs: List[Job] = []
     for ms in sets:
@@ -162,6 +173,9 @@ def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
                                                                                 ("train_fwd",))
         if "infer" in sec:
             jobs += tower_jobs(r, ms, b, EAGER_VARIANTS + ("bcos-fast-folded",), ("infer",))
+    if sets and "e2e" in sec:
+        steps = 2 if cfg.quick else 10
+        jobs.append((f"e2e/{sets[0].name}", 45.0, lambda: e2e_rows(sets[0], b, steps, cfg.workers, workdir)))
     if sets and "compile" in sec and r.compile:
         jobs += compile_jobs(r, sets[0])
     if sets and "explain" in sec:
@@ -171,9 +185,6 @@ def plan(r: Runner, sets: List[ModelSet], workdir: Path) -> List[Job]:
         jobs.append((f"zeroshot/{sets[0].name}", 30.0, lambda: zeroshot_rows(sets[0], min(b, 128), n,
                                                                              "amp_bf16" if r.precision == "bf16"
                                                                              else "fp32")))
-    if sets and "e2e" in sec:
-        steps = 2 if cfg.quick else 10
-        jobs.append((f"e2e/{sets[0].name}", 45.0, lambda: e2e_rows(sets[0], b, steps, cfg.workers, workdir)))
     for ms in sets[1:]:
         if "compile" in sec and r.compile:
             jobs += compile_jobs(r, ms)
@@ -213,6 +224,27 @@ def profile_missed(r: Runner, sets: List[ModelSet]) -> None:
     r.write()
 
 
+def accounting(r: Runner, t0: float) -> None:
+    """The --memory / --model-cost sections (CPU), validated against this run's rows when it measured
+    eager training rows on CUDA, else against --measured (default: the repository's H200 run)."""
+    cfg = r.cfg
+    if not r.deadline.allows(60.0 if cfg.quick else 150.0):
+        r.result["accounting"] = {"status": "skipped", "note": f"time budget ({r.deadline.left():.0f} s left)"}
+        return
+    own = r.device.type == "cuda" and any(x.get("section") == "train" and x.get("ms") for x in r.rows)
+    acfg = AccountingConfig(models=cfg.models, quick=cfg.quick, batch=16 if cfg.quick else cfg.compile_batch,
+                            device_spec=cfg.device_spec, measured=cfg.measured, triton=cfg.triton)
+    holder: Row = {"name": "accounting"}
+    with guarded(holder, torch.device("cpu")):
+        measured = {**r.result, "source": "this run"} if own and not cfg.measured else None
+        r.result["accounting"] = run_accounting(acfg, cfg.memory, cfg.model_cost, measured)
+        r.result["accounting_table"] = bench_tables.accounting_markdown(r.result["accounting"])
+    if holder.get("status") != "ok":
+        r.result["accounting"] = holder
+    log.info("bench accounting done (%.0f s into the run)", time.perf_counter() - t0)
+    r.write()
+
+
 def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     """Run the benchmark; returns (and writes to cfg.output) the result dict with rows, targets, table."""
     cfg = cfg.resolved()
@@ -236,7 +268,7 @@ def _run(cfg: BenchConfig, device: torch.device) -> Dict[str, Any]:
     r = Runner(cfg, device)
     t0 = time.perf_counter()
     sets: List[ModelSet] = []
-    for name in cfg.models:
+    for name in cfg.models if cfg.sections else ():  # accounting alone needs no model on the device
         holder: Row = {"name": f"build/{name}"}
         with guarded(holder, device):
             sets.append(build_modelset(name, device, cfg.quick))
@@ -246,10 +278,12 @@ def _run(cfg: BenchConfig, device: torch.device) -> Dict[str, Any]:
         for job in plan(r, sets, Path(tmp)):
             r.run_job(job)
     r.write()
-    if "profile" in cfg.sections:
+    if "profile" in cfg.sections and sets:
         profile_missed(r, sets)
     for job in other_batch_jobs(r, sets):
         r.run_job(job)
+    if cfg.memory or cfg.model_cost:
+        accounting(r, t0)
     r.result["elapsed_s"] = time.perf_counter() - t0
     r.result["table"] = bench_report.table(r.rows)
     r.result["targets_table"] = bench_report.targets_table(r.result["targets"])

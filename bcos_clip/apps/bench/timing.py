@@ -104,6 +104,8 @@ def guarded(row: Row, device: torch.device) -> Iterator[Row]:
         oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
         row["status"] = "oom" if oom else "error"
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        frames = traceback.extract_tb(exc.__traceback__)[-4:]  # where it broke, for a run on a remote GPU
+        row["error_at"] = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in frames]
         log.warning("bench row %s failed: %s", row.get("name"), row["error"])
         log.debug("%s", traceback.format_exc())
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,13 @@ QUICK_OVERRIDES: Dict[str, Dict[str, Any]] = {
                      vision_cfg=dict(width=64, layers=2, patch_size=8, image_size=32, head_width=16)),
 }
 VARIANTS = ("plain", "bcos-reference", "bcos-formula", "bcos-fast", "bcos-fast-folded")
+# fast-path features per variant (None: all features of the current code; see nn.fused.FEATURES). The
+# reference keeps bcos_clip's formulas for the layers it does not replace (LayerNorm, GELU), as the H200
+# run measured it; `bcos-fast-v1` is the fast path as the H200 measured it on 2026-11-26 (the B-cos scale
+# Functions only), for the accounting's validation.
+VARIANT_FEATURES: Dict[str, Optional[Tuple[str, ...]]] = {
+    "plain": None, "bcos-reference": (), "bcos-formula": None, "bcos-fast": None, "bcos-fast-v1": (),
+}
 
 
 def rescale_random_weights_(clip: nn.Module, row_norm: float = 3.0) -> nn.Module:
@@ -114,8 +121,12 @@ def input_fn(ms: ModelSet, variant: str) -> Callable[[torch.Tensor], torch.Tenso
 
 
 def path_ctx(variant: str) -> contextlib.AbstractContextManager:
-    """bcos-formula runs with the fast path off; everything else as configured."""
-    return fused.fast_path(False) if variant == "bcos-formula" else contextlib.nullcontext()
+    """The fast-path switches a variant runs with: bcos-formula with the fast path off, the others with
+    their VARIANT_FEATURES (None: as configured)."""
+    if variant == "bcos-formula":
+        return fused.fast_path(False)
+    feats = VARIANT_FEATURES.get(variant)
+    return fused.fast_path(True, features=feats) if feats is not None else contextlib.nullcontext()
 
 
 def autocast_ctx(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
