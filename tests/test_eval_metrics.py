@@ -95,7 +95,7 @@ def test_probe_on_separable_features_is_perfect(tmp_path):
     train, test = separable(30), separable(10, seed=1)
     assert np.linalg.matrix_rank(train[0].numpy()) > 1
     probe, metrics, used = fit_and_evaluate(train, test, 4, ProbeConfig(epochs=20))
-    assert metrics["acc1"] == 1.0 and metrics["mean_per_class_recall"] == 1.0 and metrics["acc5"] is None
+    assert metrics["lp_acc1"] == 1.0 and metrics["lp_mean_per_class_recall"] == 1.0 and metrics["lp_acc5"] is None
     assert used["n_train"] == 120 and used["weight_decay"] == 0.0
     again = train_probe(*train, 4, ProbeConfig(epochs=20), 0.0)
     assert torch.equal(again.weight, probe.weight)  # deterministic
@@ -122,7 +122,7 @@ def test_weight_decay_search_on_validation():
     assert tried[f"{wd:.3e}"] == max(tried.values())
     assert wd == WD_GRID[0]  # separable: the small decays tie at 100%, ties go to the smaller decay
     _, metrics, used = fit_and_evaluate(train, val, 4, ProbeConfig(epochs=3, val_proportion=0.25))
-    assert used["wd_search"] and used["n_train"] == 80 and metrics["acc1"] == 1.0
+    assert used["wd_search"] and used["n_train"] == 80 and metrics["lp_acc1"] == 1.0
 
 
 # --------------------------------------------------------------------------- results, suites, report
