@@ -94,8 +94,8 @@ def _rows_of(rec: Dict[str, Any], task: str) -> List[Tuple[str, str, Optional[fl
     if task == "zeroshot_classification":
         key = "mean_average_precision" if "mean_average_precision" in metrics else "acc1"
         spec = tuple(s for s in spec if s[0] == key)
-    if task == "linear_probe" and "lp_acc1" not in metrics and "acc1" in metrics:
-        spec = (("acc1", ""),)
+    if task == "linear_probe" and "lp_acc1" not in metrics:  # an earlier bcos-clip record: acc1
+        return [("lp_acc1", "", metrics.get("acc1"))]
     return [(k, suffix, metrics.get(k)) for k, suffix in spec]
 
 
