@@ -181,3 +181,15 @@ def test_report_reads_new_old_and_clip_benchmark_records(tmp_path):
     (res / "c.json").write_text(theirs)
     md = build_report(res, tmp_path / "rep", plot_backend="pillow").markdown.read_text()
     assert "| natural | vtab/cifar10 | 25.00 | 75.00 | 50.00 |" in md  # one row: wds/ and bare names meet
+
+
+def test_two_models_with_one_label_are_refused_in_a_results_folder(tmp_path):
+    from bcos_clip.evaluation.suite import run_suite
+    from bcos_clip.evaluation.suite_files import ModelSpec, Suite, SuiteEntry
+    from bcos_clip.evaluation.tasks import EvalConfig
+
+    suite = Suite("t", (SuiteEntry("wds/x", "zeroshot_classification"),))
+    models = [ModelSpec("runs/a/checkpoints/latest"), ModelSpec("runs/b/checkpoints/latest")]
+    with pytest.raises(ValueError, match="give each model its own --label"):
+        run_suite(suite, EvalConfig(output=str(tmp_path / "res")), models, groups={})
+    assert not (tmp_path / "res").exists()

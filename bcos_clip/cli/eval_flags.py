@@ -59,6 +59,11 @@ def add_benchmark_flags(p: argparse.ArgumentParser) -> None:
               "autocasts to bf16)")
     flag(g, "num_workers", "--workers", type=non_negative_int, default=4, help="DataLoader workers (default 4)")
     flag(g, "recall_k", type=positive_int, nargs="+", default=[5], help="retrieval recall@k (default 5)")
+    _add_run_flags(g)
+
+
+def _add_run_flags(g: Any) -> None:
+    """CLIP_benchmark's probe, output and bookkeeping flags."""
     flag(g, "fewshot_k", type=all_or_positive_int, default=-1, help="linear probe: k training samples per class "
          "(-1: all)")
     flag(g, "fewshot_epochs", "--epochs", type=positive_int, default=None,
@@ -74,8 +79,9 @@ def add_benchmark_flags(p: argparse.ArgumentParser) -> None:
     flag(g, "normalize", type=truthy, default=True, help="linear-probe features L2-normalised (only true is "
          "supported)")
     flag(g, "model_cache_dir", default=None, help="where downloaded pretrained weights are kept")
-    flag(g, "feature_root", default=None, help="linear-probe feature cache (default: 'features' with an output "
-         "template, as CLIP_benchmark; OUTPUT/cache/features with an output folder)")
+    flag(g, "feature_root", default=None, help="linear-probe feature cache (default: CACHE_DIR/features with "
+         "--cache_dir, else 'features' with an output template as CLIP_benchmark, OUTPUT/cache/features with a "
+         "folder)")
     flag(g, "annotation_file", default="", help="accepted; CLIP_benchmark reads it only for its own (non-wds) "
          "caption datasets, wds folders carry their captions")
     flag(g, "custom_classname_file", default=None, help="JSON {dataset: [classnames]} replacing class names")

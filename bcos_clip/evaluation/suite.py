@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from bcos_clip.evaluation.datasets import dataset_name
 from bcos_clip.evaluation.distributed import is_main
-from bcos_clip.evaluation.output_names import RunName, result_file
+from bcos_clip.evaluation.output_names import RunName, is_template, result_file
 from bcos_clip.evaluation.results import first_line, make_record, write_record
 from bcos_clip.evaluation.suite_files import Suite, SuiteEntry, load_groups
 from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate, existing_ok, resolve_task
@@ -113,9 +113,10 @@ def check_distinct_outputs(entries: Sequence[Tuple[SuiteEntry, EvalConfig]], ide
             path = _path(ident, e, ecfg)
             what = f"{ident[0]} / {e.dataset} / {e.task} / {ecfg.language}"
             if path in seen:
+                fix = ("add the placeholder that tells them apart ({dataset}, {model}, {pretrained}, {task}, "
+                       "{language}, {label})" if is_template(ecfg.output) else "give each model its own --label")
                 raise ValueError(f"--output {ecfg.output!r}: {seen[path]} and {what} would both be written "
-                                 f"to {path}; add the placeholder that tells them apart ({{dataset}}, {{model}}, "
-                                 "{pretrained}, {task}, {language})")
+                                 f"to {path}; {fix}")
             seen[path] = what
 
 
