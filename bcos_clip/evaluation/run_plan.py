@@ -38,20 +38,24 @@ def read_name_file(path: str) -> List[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
 
 
+def _listed(value: str, flag: str, what: str) -> Optional[List[str]]:
+    """The lines of ``value`` when it is a list file (one listing nothing is an error), else None."""
+    if not os.path.isfile(value):
+        return None
+    lines = read_name_file(value)
+    if not lines:
+        raise ValueError(f"{flag} {value}: the file lists no {what}")
+    return lines
+
+
 def expand_datasets(values: Sequence[str]) -> List[str]:
     """Dataset specs from ``--dataset`` values: names as given, list files expanded in place."""
     out: List[str] = []
     for value in values:
-        if os.path.isfile(value):
-            names = read_name_file(value)
-            if not names:
-                raise ValueError(f"--dataset {value}: the file lists no datasets")
-            out.extend(names)
-        elif value in DATASET_COLLECTIONS:
+        if value in DATASET_COLLECTIONS and not os.path.isfile(value):
             raise ValueError(f"--dataset {value}: CLIP_benchmark's collection of its own (non-wds) datasets is "
                              "not expanded by bcos-clip; list the wds/<name> datasets, or a file of them")
-        else:
-            out.append(value)
+        out.extend(_listed(value, "--dataset", "datasets") or [value])
     return out
 
 
@@ -59,18 +63,15 @@ def _pair(text: str, where: str) -> Pair:
     parts = text.split(",")
     if len(parts) != 2 or not parts[0].strip():
         raise ValueError(f"{where}: expected 'model,pretrained', got {text!r}")
-    model, pretrained = parts[0].strip(), parts[1].strip()
-    return model, pretrained
+    return parts[0].strip(), parts[1].strip()
 
 
 def expand_pretrained_model(values: Sequence[str]) -> List[Pair]:
     """(model, pretrained) pairs from ``--pretrained_model`` values (``M,P`` or a file of such lines)."""
     out: List[Pair] = []
     for value in values:
-        if os.path.isfile(value):
-            lines = read_name_file(value)
-            if not lines:
-                raise ValueError(f"--pretrained_model {value}: the file lists no models")
+        lines = _listed(value, "--pretrained_model", "models")
+        if lines:
             out.extend(_pair(ln, f"--pretrained_model {value}") for ln in lines)
         else:
             out.append(_pair(value, "--pretrained_model"))
