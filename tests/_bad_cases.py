@@ -59,7 +59,14 @@ BCOSIFY = _cases("bcosify", "bcosify --model {teacher} --output {out}", [
 EVAL = _cases("eval", "eval --model {ckpt} --dataset wds/toy --dataset_root {wds} --output {out}", [
     ("--batch_size 0", "--batch_size 0", "argument --batch_size/--batch-size: must be >= 1"),
     ("--batch-size -4", "--batch-size -4", "must be >= 1"),
-    ("--workers -1", "--workers -1", "argument --workers: must be >= 0"),
+    ("--workers -1", "--workers -1", "argument --num_workers/--num-workers/--workers: must be >= 0"),
+    ("--output unknown placeholder", "!eval --model {ckpt} --dataset wds/toy --dataset_root {wds} --output "
+     "{out}/{{datset}}.json", "unknown placeholder {datset}"),
+    ("--no_amp with --precision amp", "--no_amp --precision amp", "--no_amp and --precision amp contradict"),
+    ("--normalize false", "--normalize false", "always uses L2-normalised features"),
+    ("--task captioning", "--task captioning", "--task 'captioning': choose one of"),
+    ("--train_split per dataset, wrong count", "--train_split a b", "--train_split: 2 values for 1 datasets"),
+    ("--custom_template_file missing", "--custom_template_file {root}/nope.json", "nope.json: file not found"),
     ("--fewshot_lr nan", "--fewshot_lr nan", "expected a finite number"),
     ("--lr inf", "--lr inf", "expected a finite number"),
     ("--lr 0", "--lr 0", "must be > 0"),
@@ -90,7 +97,10 @@ EVAL = _cases("eval", "eval --model {ckpt} --dataset wds/toy --dataset_root {wds
      "afile.txt"),
     ("--output under a file", "!eval --model {ckpt} --dataset wds/toy --dataset_root {wds} --output {file}/r",
      "afile.txt"),
-    ("--pretrained given twice for one model", "--pretrained a --pretrained b", "--pretrained given 2 times"),
+    ("--pretrained with a bcos_clip checkpoint", "--pretrained a", "not used with a bcos_clip checkpoint", 1),
+    ("--label count differs from the models", "--label a --label b", "--label given 2 times for 1 models"),
+    ("--pretrained_model without a comma", "!eval --pretrained_model {ckpt} --dataset wds/toy --dataset_root {wds} "
+     "--output {out}", "expected 'model,pretrained'"),
     ("neither --dataset nor --suite", "!eval --model {ckpt} --output {out}", "--dataset"),
     ("--dataset and --suite", "--suite demo", "either --suite or --dataset"),
     ("missing dataset folder", "!eval --model {ckpt} --dataset wds/toy --dataset_root {root}/nowds "

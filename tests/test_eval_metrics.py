@@ -31,6 +31,8 @@ def ref_classification(logits: np.ndarray, y: np.ndarray) -> dict:
 
 
 def ref_map(scores: np.ndarray, t: np.ndarray) -> float:
+    """Mean over *all* classes of the non-interpolated AP, a class without positives counting 0
+    (CLIP_benchmark's mAP); entries < 0 ("difficult") are left out of their class's ranking."""
     aps = []
     for j in range(scores.shape[1]):
         keep = [i for i in range(len(t)) if t[i, j] >= 0]
@@ -40,8 +42,7 @@ def ref_map(scores: np.ndarray, t: np.ndarray) -> float:
             if t[i, j] > 0:
                 hits += 1
                 precs.append(hits / r)
-        if precs:
-            aps.append(sum(precs) / len(precs))
+        aps.append(sum(precs) / len(precs) if precs else 0.0)
     return sum(aps) / len(aps)
 
 
@@ -61,6 +62,16 @@ def test_classification_metrics_match_loops():
             assert (got[key] is None) == (ref[key] is None)
             if ref[key] is not None:
                 assert got[key] == pytest.approx(ref[key], abs=1e-12)
+
+
+def test_map_counts_classes_without_positives_as_zero():
+    # 4 images, 3 classes; class 2 has no positive image. Per-class AP: 1, 1/2 (its positive ranks second),
+    # 0 -> CLIP_benchmark's mAP (1 + 0.5 + 0) / 3 = 0.5, where dropping the empty class would give 0.75.
+    scores = torch.tensor([[0.9, 0.1, 0.3], [0.2, 0.8, 0.1], [0.1, 0.7, 0.2], [0.3, 0.2, 0.9]])
+    targets = torch.tensor([[1, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=torch.float32)
+    assert mean_average_precision(scores, targets) == pytest.approx(0.5)
+    assert mean_average_precision(scores, targets) == pytest.approx(ref_map(scores.numpy(), targets.numpy()))
+    assert mean_average_precision(scores[:, :2], targets[:, :2]) == pytest.approx(0.75)
 
 
 def test_map_and_retrieval_match_loops():
@@ -95,7 +106,7 @@ def test_probe_on_separable_features_is_perfect(tmp_path):
     train, test = separable(30), separable(10, seed=1)
     assert np.linalg.matrix_rank(train[0].numpy()) > 1
     probe, metrics, used = fit_and_evaluate(train, test, 4, ProbeConfig(epochs=20))
-    assert metrics["acc1"] == 1.0 and metrics["mean_per_class_recall"] == 1.0 and metrics["acc5"] is None
+    assert metrics["lp_acc1"] == 1.0 and metrics["lp_mean_per_class_recall"] == 1.0 and metrics["lp_acc5"] is None
     assert used["n_train"] == 120 and used["weight_decay"] == 0.0
     again = train_probe(*train, 4, ProbeConfig(epochs=20), 0.0)
     assert torch.equal(again.weight, probe.weight)  # deterministic
@@ -122,7 +133,7 @@ def test_weight_decay_search_on_validation():
     assert tried[f"{wd:.3e}"] == max(tried.values())
     assert wd == WD_GRID[0]  # separable: the small decays tie at 100%, ties go to the smaller decay
     _, metrics, used = fit_and_evaluate(train, val, 4, ProbeConfig(epochs=3, val_proportion=0.25))
-    assert used["wd_search"] and used["n_train"] == 80 and metrics["acc1"] == 1.0
+    assert used["wd_search"] and used["n_train"] == 80 and metrics["lp_acc1"] == 1.0
 
 
 # --------------------------------------------------------------------------- results, suites, report

@@ -109,8 +109,11 @@ def _local_features(model: Any, dataset: Any, split: str, settings: LoaderSettin
                     ) -> Tuple[torch.Tensor, Targets, torch.Tensor]:
     rank, world = rank_world()
     part = dataset.torch_dataset(split, model.preprocess, rank=rank, world_size=world)
-    loader = make_loader(part, settings.batch_size, settings.workers,
-                         pin_memory=torch.device(settings.device).type == "cuda")
+    workers = settings.workers
+    shards = getattr(part, "urls", None)  # webdataset splits shards across workers: more would idle
+    if shards is not None:
+        workers = min(workers, len(shards))
+    loader = make_loader(part, settings.batch_size, workers, pin_memory=torch.device(settings.device).type == "cuda")
     return extract_features(model, loader, torch.device(settings.device), settings.precision,
                             desc=f"{dataset.name}/{split}")
 
@@ -142,22 +145,23 @@ def split_features(model: Any, dataset: Any, split: str,
     return feats_all, take(concat_targets([t for _, t, _ in gathered]), order)
 
 
-def feature_cache_path(cache_dir: Path, model_hash: str, dataset: Any, split: str,
+def feature_cache_path(feature_dir: Path, model_hash: str, dataset: Any, split: str,
                        precision: str) -> Path:
-    """``cache_dir/features/<model hash>/<dataset key>/<split>.pt``; the dataset key digests its
-    name, folder and class names."""
+    """``feature_dir/<model hash>/<dataset key>/<split>.pt``; the dataset key digests its name, folder,
+    class names and precision (a changed model or dataset never reuses old features)."""
     key = json_digest({"name": dataset.name, "root": str(Path(dataset.root).resolve()),
                        "classnames": dataset.classnames, "precision": precision})[:16]
     safe = dataset.name.replace("/", "-")
-    return Path(cache_dir) / "features" / model_hash[:16] / f"{safe}-{key}" / f"{split}.pt"
+    return Path(feature_dir) / model_hash[:16] / f"{safe}-{key}" / f"{split}.pt"
 
 
 def cached_split_features(model: Any, dataset: Any, split: str, settings: LoaderSettings,
-                          cache_dir: Optional[Path], model_hash: str) -> Optional[Tuple[torch.Tensor, Targets]]:
-    """:func:`split_features` through the on-disk cache (rank 0 writes; all ranks may read)."""
-    if cache_dir is None:
+                          feature_dir: Optional[Path], model_hash: str) -> Optional[Tuple[torch.Tensor, Targets]]:
+    """:func:`split_features` through the on-disk cache in ``feature_dir`` (CLIP_benchmark's
+    ``--feature_root``; rank 0 writes, all ranks may read)."""
+    if feature_dir is None:
         return split_features(model, dataset, split, settings)
-    path = feature_cache_path(cache_dir, model_hash, dataset, split, settings.precision)
+    path = feature_cache_path(feature_dir, model_hash, dataset, split, settings.precision)
     if path.is_file():
         log.info("features from cache %s", path)
         blob = load_tensors(path, "feature cache (delete it to recompute)")

@@ -1,40 +1,86 @@
-"""Linear probe on frozen L2-normalised features: torch logistic regression (paper settings:
-AdamW, lr 0.1, 20 epochs, batch 512, cosine schedule without warm-up, weight decay 0), an optional
-weight-decay search over logspace(-6, 2) on a validation split or proportion (then refit on
-train + validation), and optional few-shot sampling (k per class, seeded)."""
+"""Linear probes on frozen L2-normalised features: the configuration shared by both protocols, the
+record's metrics, saving a head, and the paper's protocol (METHOD.md §5).
+
+The paper's protocol: a zero-initialised linear layer with bias, AdamW, lr 0.1, 20 epochs, batch 512,
+cosine schedule without warm-up, weight decay 0 unless a validation split or proportion is given; then
+a coarse-to-fine search over logspace(-6, 2) (97 points) and a refit on train + validation, also in
+few-shot runs; few-shot: exactly k seeded samples per class. CLIP_benchmark's protocol (the default)
+is :mod:`bcos_clip.evaluation.probe_clip_benchmark`; :mod:`bcos_clip.evaluation.probe` dispatches.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from bcos_clip.evaluation.metrics import classification_metrics
+from bcos_clip.evaluation.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
 from bcos_clip.evaluation.results import sanitize
 
 log = logging.getLogger(__name__)
 
 WD_GRID = tuple(float(x) for x in torch.logspace(-6, 2, 97, dtype=torch.float64))  # 12 per decade
+PROBE_PROTOCOLS = ("clip_benchmark", "paper")
+# Defaults that differ between the protocols: epochs and the probe's batch size (None = the
+# evaluation batch size, CLIP_benchmark's --batch_size).
+PROTOCOL_DEFAULTS: Dict[str, Dict[str, Optional[int]]] = {
+    "clip_benchmark": {"epochs": 10, "batch_size": None},
+    "paper": {"epochs": 20, "batch_size": 512},
+}
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Logistic-regression hyper-parameters; ``fewshot_k`` <= 0 uses every training sample."""
+    """Linear-probe settings. ``epochs`` / ``batch_size`` None: the protocol's default (see
+    :data:`PROTOCOL_DEFAULTS`); ``fewshot_k`` <= 0 uses every training sample; ``precision`` is the
+    autocast of the probe's own training and inference (CLIP_benchmark trains under its amp)."""
 
     lr: float = 0.1
-    epochs: int = 20
-    batch_size: int = 512
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
     weight_decay: float = 0.0
     fewshot_k: int = -1
     seed: int = 0
     val_proportion: Optional[float] = None
     val_split: Optional[str] = None
     device: str = "cpu"
+    protocol: str = "clip_benchmark"
+    precision: str = "fp32"
+
+    def resolved(self, eval_batch_size: int) -> "ProbeConfig":
+        """This config with ``epochs`` and ``batch_size`` filled in from the protocol's defaults."""
+        if self.protocol not in PROTOCOL_DEFAULTS:
+            raise ValueError(f"--probe-protocol {self.protocol!r}: choose one of {', '.join(PROBE_PROTOCOLS)}")
+        defaults = PROTOCOL_DEFAULTS[self.protocol]
+        epochs = self.epochs if self.epochs is not None else defaults["epochs"]
+        batch = self.batch_size if self.batch_size is not None else (defaults["batch_size"] or eval_batch_size)
+        return replace(self, epochs=int(epochs), batch_size=int(batch))
+
+
+def paper_config(cfg: ProbeConfig) -> ProbeConfig:
+    """``cfg`` for the paper's protocol: unset epochs / batch size become 20 / 512."""
+    return replace(cfg, protocol="paper").resolved(512)
+
+
+def probe_metrics(logits: torch.Tensor, targets: torch.Tensor, weight_decay: float, cfg: ProbeConfig,
+                  with_acc5: bool) -> Dict[str, Any]:
+    """The ``metrics`` of a linear-probe record, CLIP_benchmark's names: ``lp_acc1``, ``lp_acc5`` (None
+    without ``with_acc5``), ``lp_mean_per_class_recall`` and the settings it puts beside them
+    (``weight_decay``, ``epochs``, ``seed``, ``fewshot_k``, ``normalized``).
+
+    logits: (N, C) test logits; targets: (N,) int64.
+    """
+    logits, targets = logits.float().cpu(), targets.long().cpu()
+    acc = topk_accuracy(logits, targets, (1, 5) if with_acc5 else (1,)) + [None]
+    recall = mean_per_class_recall(logits.argmax(dim=1), targets, max(logits.shape[1], int(targets.max()) + 1))
+    return {"lp_acc1": acc[0], "lp_acc5": acc[1], "lp_mean_per_class_recall": recall,
+            "weight_decay": weight_decay, "epochs": cfg.epochs, "seed": cfg.seed,
+            "fewshot_k": cfg.fewshot_k, "normalized": True}
 
 
 def fewshot_indices(targets: torch.Tensor, k: int, seed: int) -> torch.Tensor:
@@ -64,6 +110,7 @@ def train_probe(features: torch.Tensor, targets: torch.Tensor, num_classes: int,
 
     Zero-initialised, seeded shuffling: the same inputs give the same head. Returns it on CPU.
     """
+    cfg = paper_config(cfg)
     device = torch.device(cfg.device)
     x, y = features.float().to(device), targets.long().to(device)
     probe = torch.nn.Linear(x.shape[1], num_classes).to(device)
@@ -112,7 +159,7 @@ def search_weight_decay(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[tor
                         num_classes: int, cfg: ProbeConfig) -> Tuple[float, Dict[str, float]]:
     """Coarse-to-fine search over WD_GRID (one point a decade, then +-6, +-3, +-1 grid steps
     around the best); ties go to the smaller weight decay. Returns (best wd, {wd: val acc1})."""
-    score = _val_acc(train, val, num_classes, cfg)
+    score = _val_acc(train, val, num_classes, paper_config(cfg))
     best = max(range(0, len(WD_GRID), 12), key=lambda i: (score(i), -i))
     for step in (6, 3, 1):
         cands = [j for j in (best - step, best, best + step) if 0 <= j < len(WD_GRID)]
@@ -136,9 +183,13 @@ def save_probe(probe: torch.nn.Linear, path: Path, classnames: Sequence[str], in
 def fit_and_evaluate(train: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch.Tensor, torch.Tensor],
                      num_classes: int, cfg: ProbeConfig,
                      val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-                     ) -> Tuple[torch.nn.Linear, Dict[str, Optional[float]], dict]:
-    """Few-shot subsample, optional weight-decay search on ``val`` (or a proportion of train),
-    fit, and score on ``test``. Returns (head, metrics, probe settings actually used)."""
+                     ) -> Tuple[torch.nn.Linear, Dict[str, Any], dict]:
+    """The paper's protocol: few-shot subsample, optional weight-decay search on ``val`` (or a
+    proportion of train), refit on train + validation, score on ``test``. Unset epochs / batch size
+    take the paper's 20 / 512. Returns (head, record metrics, settings actually used).
+
+    train, test, val: (features (N, D), targets (N,) int64)."""
+    cfg = paper_config(cfg)
     xtr, ytr = train
     if cfg.fewshot_k > 0:
         keep = fewshot_indices(ytr, cfg.fewshot_k, cfg.seed)
@@ -151,6 +202,6 @@ def fit_and_evaluate(train: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch
         wd, tried = search_weight_decay((xtr, ytr), val, num_classes, cfg)
         xtr, ytr = torch.cat([xtr, val[0]]), torch.cat([ytr, val[1]])  # refit on train + val
     probe = train_probe(xtr, ytr, num_classes, cfg, wd)
-    metrics = classification_metrics(probe_logits(probe, test[0]), test[1])
+    metrics = probe_metrics(probe_logits(probe, test[0]), test[1], wd, cfg, with_acc5=num_classes >= 5)
     used = {**asdict(cfg), "weight_decay": wd, "n_train": int(xtr.shape[0]), "wd_search": tried}
     return probe, metrics, used

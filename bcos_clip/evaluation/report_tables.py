@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bcos_clip.data.readers.registry import dataset_name
+
 GROUP_ORDER = ("natural", "specialized", "structured", "retrieval", "other")
 TASK_ORDER = ("zeroshot_classification", "linear_probe", "zeroshot_retrieval")
-# (metric key, row suffix) per task; classification falls back to mAP for multilabel datasets.
+# (metric key, row suffix) per task; classification falls back to mAP for multilabel datasets, linear
+# probes read CLIP_benchmark's lp_acc1 (records of earlier bcos-clip versions: acc1).
 TASK_METRICS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "zeroshot_classification": (("acc1", ""), ("mean_average_precision", " (mAP)")),
-    "linear_probe": (("acc1", ""),),
+    "linear_probe": (("lp_acc1", ""),),
     "zeroshot_retrieval": (("image_retrieval_recall@5", " (image R@5)"),
                            ("text_retrieval_recall@5", " (text R@5)")),
 }
@@ -67,12 +70,21 @@ def model_order(records: Sequence[Dict[str, Any]], models: Optional[Sequence[str
     return sorted(labels, key=lambda m: (labels[m], m))
 
 
+def display_name(dataset: str) -> str:
+    """The row name of a record's ``dataset``: the name without ``wds/`` (records keep it as given),
+    an ``hf:`` / ``folder:`` dataset's folder name."""
+    try:
+        return dataset_name(str(dataset))
+    except ValueError:
+        return str(dataset)
+
+
 def _record_group(rec: Dict[str, Any], groups: Dict[str, str]) -> str:
     if rec.get("group"):
         return str(rec["group"])
     if rec["task"] == "zeroshot_retrieval":
         return "retrieval"
-    return groups.get(rec["dataset"], "other")
+    return groups.get(display_name(rec["dataset"]), "other")
 
 
 def _rows_of(rec: Dict[str, Any], task: str) -> List[Tuple[str, str, Optional[float]]]:
@@ -82,6 +94,8 @@ def _rows_of(rec: Dict[str, Any], task: str) -> List[Tuple[str, str, Optional[fl
     if task == "zeroshot_classification":
         key = "mean_average_precision" if "mean_average_precision" in metrics else "acc1"
         spec = tuple(s for s in spec if s[0] == key)
+    if task == "linear_probe" and "lp_acc1" not in metrics:  # an earlier bcos-clip record: acc1
+        return [("lp_acc1", "", metrics.get("acc1"))]
     return [(k, suffix, metrics.get(k)) for k, suffix in spec]
 
 
@@ -97,8 +111,8 @@ def build_tables(records: Sequence[Dict[str, Any]], groups: Dict[str, str],
         for rec in (r for r in records if r["task"] == task and r["model_label"] in order):
             group = _record_group(rec, groups)
             for metric, suffix, value in _rows_of(rec, task):
-                row = rows.setdefault((rec["dataset"] + suffix, metric),
-                                      Row(group, rec["dataset"] + suffix, metric))
+                name = display_name(rec["dataset"]) + suffix
+                row = rows.setdefault((name, metric), Row(group, name, metric))
                 row.values[rec["model_label"]] = value if rec.get("status", "ok") == "ok" else None
                 if rec.get("status", "ok") != "ok":
                     row.errors[rec["model_label"]] = str(rec.get("error", "failed"))

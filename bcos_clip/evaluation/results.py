@@ -1,6 +1,22 @@
-"""Result records: one JSON file per (model, dataset, task), CLIP_benchmark's schema
-(``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``, ``language``) plus what makes the
-number reproducible. Always valid JSON: NaN / inf are written as null."""
+"""Result records: one JSON file per (model, dataset, task[, language]) in CLIP_benchmark's schema, plus
+what makes the number reproducible. Always strict JSON: NaN / inf are written as null (CLIP_benchmark
+writes a bare ``NaN`` for an undefined acc5).
+
+CLIP_benchmark's keys, with its values: ``dataset`` (exactly as given, ``wds/`` prefix included),
+``model`` and ``pretrained`` (as given; ``""`` when there is none), ``task``, ``metrics``, ``language``
+and, with ``--dump_classnames`` / ``--dump_templates``, ``classnames`` / ``templates``. ``metrics`` uses
+its names: ``acc1``, ``acc5``, ``mean_per_class_recall`` (zero-shot classification),
+``mean_average_precision`` (multilabel), ``image_retrieval_recall@k`` / ``text_retrieval_recall@k``,
+and for linear probes ``lp_acc1``, ``lp_acc5``, ``lp_mean_per_class_recall`` with the settings
+``weight_decay``, ``epochs``, ``seed``, ``fewshot_k``, ``normalized`` beside them.
+
+bcos-clip's keys beside them: ``model_label``, ``status`` ("ok" | "failed") and ``error``, ``group``,
+``dataset_root``, ``split``, ``n_samples``, ``precision``, ``device``, ``world_size``,
+``classnames_digest``, ``templates_digest``, ``n_templates``, ``num_classes``, ``num_templates`` /
+``num_texts``, ``model_hash``, ``context_length``, ``is_bcos``, ``probe`` (every linear-probe setting
+used) and ``probe_head``, ``versions``. Records of earlier bcos-clip versions (``dataset`` without
+``wds/``, linear-probe ``acc1``) and CLIP_benchmark's own files are read too.
+"""
 from __future__ import annotations
 
 import json
@@ -35,9 +51,11 @@ def model_label(model: str, pretrained: Optional[str] = None) -> str:
     return slug(base)
 
 
-def result_path(output_dir: Path, dataset: str, label: str, task: str) -> Path:
-    """``output_dir/<dataset_cleaned>__<model label>__<task>.json``."""
-    return Path(output_dir) / f"{slug(dataset)}__{slug(label)}__{task}.json"
+def result_path(output_dir: Path, dataset: str, label: str, task: str, language: str = "en") -> Path:
+    """``output_dir/<dataset_cleaned>__<model label>__<task>.json`` (``__<language>`` added for languages
+    other than en): the file of one run in a results folder."""
+    lang = "" if language == "en" else f"__{slug(language)}"
+    return Path(output_dir) / f"{slug(dataset)}__{slug(label)}__{task}{lang}.json"
 
 
 def sanitize(obj: Any) -> Any:
@@ -65,11 +83,11 @@ def package_versions() -> Dict[str, Optional[str]]:
 
 
 def make_record(*, dataset: str, model: str, pretrained: Optional[str], label: str, task: str,
-                metrics: Dict[str, Any], status: str = "ok", error: Optional[str] = None,
+                metrics: Dict[str, Any], language: str = "en", status: str = "ok", error: Optional[str] = None,
                 **info: Any) -> Dict[str, Any]:
-    """A result record. ``info`` adds reproducibility fields (digests, n_samples, precision, ...)."""
-    record = {"dataset": dataset, "model": model, "pretrained": pretrained, "task": task,
-              "metrics": metrics, "language": "en", "model_label": label, "status": status}
+    """A result record (module docstring). ``info`` adds bcos-clip's fields (digests, n_samples, ...)."""
+    record = {"dataset": dataset, "model": model, "pretrained": pretrained or "", "task": task,
+              "metrics": metrics, "language": language, "model_label": label, "status": status}
     if error is not None:
         record["error"] = error
     record.update(info)
@@ -95,7 +113,7 @@ def read_record(path: Path) -> Optional[Dict[str, Any]]:
         return None
     if not isinstance(data, dict) or not {"dataset", "model", "task", "metrics"} <= set(data):
         return None
-    return data
+    return sanitize(data)  # CLIP_benchmark's files may hold NaN
 
 
 def read_results(results_dir: Path) -> List[Dict[str, Any]]:

@@ -29,10 +29,19 @@ PACKAGE = EVAL_SUITES
 
 @dataclass(frozen=True)
 class SuiteEntry:
-    dataset: str  # spec: a wds name (no ``wds/``), ``hf:<path>`` or ``folder:<path>``
+    """One (dataset, task) of a suite. ``dataset``: ``wds/<name>``, a bare wds name, ``hf:<path>`` or
+    ``folder:<path>`` (written to records as given); ``task`` may be ``auto``; the optional split
+    settings (CLIP_benchmark's per-dataset ``--train_split`` / ``--val_split`` / ``--val_proportion``)
+    and ``language`` override the run's."""
+
+    dataset: str
     task: str
     group: Optional[str] = None
     dataset_root: Optional[str] = None
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
+    val_proportion: Optional[float] = None
+    language: Optional[str] = None
 
 
 @dataclass(frozen=True)

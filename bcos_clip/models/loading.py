@@ -151,7 +151,7 @@ def make_tokenizer(model_cfg: Dict[str, Any]) -> Callable:
 
 
 def _pretrained_checkpoint(name: str, pretrained: str, model_cfg: Dict[str, Any],
-                           pp: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+                           pp: Dict[str, Any], cache_dir: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
     if os.path.isfile(pretrained):
         return pretrained, pp
     tag_cfg = open_clip.get_pretrained_cfg(name.replace("/", "-"), pretrained)
@@ -161,7 +161,7 @@ def _pretrained_checkpoint(name: str, pretrained: str, model_cfg: Dict[str, Any]
     if "quick_gelu" in tag_cfg:
         model_cfg["quick_gelu"] = bool(tag_cfg["quick_gelu"])
     try:
-        path = open_clip.download_pretrained(tag_cfg)
+        path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
     except Exception as exc:  # network failures come in many types
         raise RuntimeError(f"load_clip: could not download pretrained weights {name}/{pretrained} "
                            f"(offline? pass a local checkpoint path instead): {exc}") from exc
@@ -197,13 +197,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_clip(name: str, pretrained: Optional[str] = None,
+def load_clip(name: str, pretrained: Optional[str] = None, *, cache_dir: Optional[str] = None,
               **overrides: Any) -> Tuple[nn.Module, Callable, Callable]:
     """Load an open_clip CLIP model.
 
     name: a built-in open_clip name (e.g. "RN50", "ViT-B-16"), a path to an open_clip JSON config, or a
         transformers CLIP folder (`CLIPModel.save_pretrained`; its weights are loaded from it).
     pretrained: a pretrained tag (downloaded by open_clip) or a local checkpoint file.
+    cache_dir: where open_clip keeps downloaded weights (None: its default).
     overrides: deep-merged into the config (e.g. embed_dim=64, vision_cfg={"width": 16}).
     Returns (model in eval mode, teacher preprocess (normalised, as open_clip's), tokenizer).
     """
@@ -218,7 +219,7 @@ def load_clip(name: str, pretrained: Optional[str] = None,
     pp = merge_preprocess_dict(pp, pp_overlay)
     checkpoint = None
     if pretrained:
-        checkpoint, pp = _pretrained_checkpoint(name, str(pretrained), model_cfg, pp)
+        checkpoint, pp = _pretrained_checkpoint(name, str(pretrained), model_cfg, pp, cache_dir)
     model = instantiate(model_cfg, f"load_clip: model config {name}")
     if hf_dir:
         load_weights_strict(model, hf_clip.open_clip_state_dict(name, model_cfg),

@@ -65,8 +65,10 @@ class PlainCLIP(nn.Module):
 ImageTextModel = Union[BcosCLIP, PlainCLIP]
 
 
-def resolve_model(model: str, pretrained: Optional[str] = None, **overrides: Any) -> ImageTextModel:
-    """A bcos_clip checkpoint directory -> BcosCLIP; an open_clip name / JSON config -> PlainCLIP."""
+def resolve_model(model: str, pretrained: Optional[str] = None, *, cache_dir: Optional[str] = None,
+                  **overrides: Any) -> ImageTextModel:
+    """A bcos_clip checkpoint directory -> BcosCLIP; an open_clip name / JSON config -> PlainCLIP.
+    ``cache_dir``: where open_clip keeps downloaded weights."""
     from bcos_clip.models.checkpoint import is_checkpoint_dir, load  # local: checkpoint imports plain
 
     if is_checkpoint_dir(model):
@@ -76,6 +78,6 @@ def resolve_model(model: str, pretrained: Optional[str] = None, **overrides: Any
     if Path(model).is_dir() and not is_hf_clip_dir(model):  # a transformers CLIP folder is a teacher
         raise FileNotFoundError(f"{model} is a directory but holds no bcos_clip checkpoint (config.json + "
                                 "model.safetensors)")
-    clip_model, _, tokenizer = load_clip(model, pretrained, **overrides)
+    clip_model, _, tokenizer = load_clip(model, pretrained, cache_dir=cache_dir, **overrides)
     clip_model.requires_grad_(False)
     return PlainCLIP.from_clip(clip_model, tokenizer)

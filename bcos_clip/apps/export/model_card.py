@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from bcos_clip.models.loading import hub_model_id
 
 # the headline metric of a result record, in order of preference
-MAIN_METRICS = ("acc1", "mean_average_precision", "image_retrieval_recall@5", "text_retrieval_recall@5",
+MAIN_METRICS = ("acc1", "lp_acc1", "mean_average_precision", "image_retrieval_recall@5", "text_retrieval_recall@5",
                 "mean_per_class_recall")
 TRAIN_FIELDS = ("train_data", "train_num_samples", "loss", "temperature", "epochs", "steps", "batch_size",
                 "optimizer", "lr", "wd", "lr_scheduler", "precision", "seed")

@@ -10,6 +10,7 @@ Layout under ``out_dir``::
     wds/<task>/zeroshot_classification_templates.txt
     wds/<task>/{train,test}/nshards.txt, 0.tar, 1.tar ...   samples <key>.webp + <key>.cls
     wds/shapes_retrieval/test/0.tar   retrieval: <key>.webp + <key>.txt (captions, one per line)
+    wds/shapes_retrieval/dataset_type.txt   "retrieval" (CLIP_benchmark reads .txt targets only then)
 
 Example::
 
@@ -190,6 +191,7 @@ def _plan(root: Path, args: dict) -> List[Job]:
                              b - a))
     rdir = root / "wds" / RETRIEVAL_TASK / "test"
     rdir.mkdir(parents=True)
+    (rdir.parent / "dataset_type.txt").write_text("retrieval\n")  # CLIP_benchmark reads .txt targets only then
     ranges = _ranges(args["n_retrieval"], args["eval_shard_size"])
     (rdir / "nshards.txt").write_text(f"{len(ranges)}\n")
     for shard, a, b in ranges:
