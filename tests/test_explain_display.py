@@ -144,3 +144,9 @@ def test_pair_panel_has_its_colour_scale(explained, monkeypatch):
     ((scale, width, _, _), _), = bars
     assert scale == pytest.approx(symmetric_scale(explained.contributions[1, 2])) and width == panel.width
     assert panel.height > 64 + 2 * 17 + 30  # the bar below the captioned row
+
+
+def test_shared_scale_over_many_maps():
+    c = torch.randn(3, 5, 7, generator=torch.Generator().manual_seed(2))
+    assert symmetric_scale(c) == pytest.approx(torch.quantile(c.abs().flatten(), 0.995).item(), rel=1e-6)
+    assert symmetric_scale(c, percentile=100) == pytest.approx(c.abs().max().item())

@@ -138,7 +138,8 @@ def smooth_note(e: Explanation, smooth: Optional[int]) -> str:
     """One line saying how the colour explanations were drawn."""
     k = default_smooth(min(e.images.shape[-2:])) if smooth is None else smooth
     how = f"|w| box-smoothed over {k} x {k} px" if k > 1 else "|w| (not smoothed)"
-    return f"colour explanation: opacity = {how}, scaled per panel to its 99.5th percentile; black = no positive contribution"
+    return (f"colour explanation: opacity = {how}, scaled per panel to its 99.5th percentile; "
+            "black = no positive contribution")
 
 
 def pair_panel(e: Explanation, n: int, k: int, cell: int = 192, smooth: Optional[int] = None,

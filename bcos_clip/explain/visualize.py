@@ -94,7 +94,8 @@ def diverging(values: np.ndarray) -> np.ndarray:
 
 def symmetric_scale(contribution: torch.Tensor, percentile: float = 99.5) -> float:
     """The `percentile`-th percentile of |contribution|: the value mapped to full colour."""
-    return float(torch.quantile(contribution.detach().float().abs().flatten().cpu(), percentile / 100.0)) + EPS
+    # numpy, not torch.quantile: older torch releases refuse more than 2**24 values (a sheet's maps can have more)
+    return float(np.percentile(contribution.detach().float().abs().cpu().numpy(), percentile)) + EPS
 
 
 def heatmap(contribution: torch.Tensor, percentile: float = 99.5, scale: Optional[float] = None) -> np.ndarray:
