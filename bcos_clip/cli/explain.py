@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "official visualisation, 15 px at 224 px input scaled with the input size (5 px at 64 "
                         "px); 0 = none. Heat maps are never smoothed")
     p.add_argument("--cell", type=number(int, 16, 4096), default=192,
-                   help="panel size in pixels of the per-pair PNGs (16..4096), rounded to a whole multiple of the "
-                        "model's input size so that every map pixel is a square of whole pixels")
+                   help="panel size in pixels of the per-pair PNGs (16..4096); above the model's input size it is "
+                        "rounded to a whole multiple of it, so that every map pixel is a square block")
     add_output(p, help="folder for the PNGs and scores.json")
     p.set_defaults(func=run)
 
