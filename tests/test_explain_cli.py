@@ -38,6 +38,7 @@ def test_explain_cli_writes_pngs_and_scores(checkpoint, tmp_path, capsys):
     scores = json.loads((out / "scores.json").read_text())
     assert scores["prompts"] == ["a red square", "a blue sky"] and len(scores["images"]) == 2
     assert scores["completeness_max_abs_error"] < 1e-5
+    assert scores["colour_smooth_px"] == 5  # the official 15 px at 224, scaled to the 64-px input
     assert all(abs(sum(i["probs"]) - 1) < 1e-5 for i in scores["images"])
     pairs = sorted(p.name for p in out.glob("0*.png"))
     assert pairs == ["00_one__00_a-red-square.png", "00_one__01_a-blue-sky.png",

@@ -48,10 +48,10 @@ def test_sheets_and_pngs(tiny_vit_bcos, tmp_path):
     e = explain(tiny_vit_bcos, images, prompts, return_weights=True)
     for view in VIEWS:
         assert VIEWS[view](e, 1, 2, 0).shape == (32, 32, 3)
-    panel = pair_panel(e, 0, 1, cell=100)
+    panel = pair_panel(e, 0, 1, cell=100)  # panels snapped to a whole multiple of the 32-px input: 96 px
     sheet = explanation_sheet(e, "colour", cell=80, image_names=["a", "b"])
-    assert panel.mode == "RGB" and panel.width == 3 * 100 + 2 * 4
-    assert sheet.width == 4 * 80 + 3 * 4 and sheet.height > 2 * 80
+    assert panel.mode == "RGB" and panel.width == 3 * 96 + 2 * 4
+    assert sheet.width == 4 * 96 + 3 * 4 and sheet.height > 2 * 96
     for name, pic in (("panel", panel), ("sheet", sheet), ("rgba", color_explanation(e.weights[0, 0], e.images[0]))):
         path = save_png(pic, tmp_path / "pngs" / f"{name}.png")
         with Image.open(path) as im:

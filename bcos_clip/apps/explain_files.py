@@ -20,7 +20,7 @@ from bcos_clip.explain.explanation import Explanation
 from bcos_clip.explain.jacobian import require_bcos
 from bcos_clip.explain.prompts import resolve_templates
 from bcos_clip.explain.sheet import explanation_sheet, pair_panel
-from bcos_clip.explain.visualize import save_png
+from bcos_clip.explain.visualize import default_smooth, save_png
 from bcos_clip.models import resolve_model
 from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.models.text import CLIP_LOGIT_SCALE
@@ -37,7 +37,7 @@ class ExplainFilesConfig:
     output: str
     templates: Optional[str] = None
     device: Optional[str] = None
-    smooth: int = 0
+    smooth: Optional[int] = None  # colour alpha window (odd px); None: as B-cos's official visualisation
     cell: int = 192
 
 
@@ -99,5 +99,6 @@ def explain_files(cfg: ExplainFilesConfig) -> Dict[str, object]:
                                  out / name)) for view, name in (("colour", "sheet.png"), ("overlay", "sheet_overlay.png"))}
     summary = scores_json(e, cfg.images, templates, cfg.model)
     summary["files"] = {"pairs": files, "sheets": sheets}
+    summary["colour_smooth_px"] = default_smooth(min(images.shape[-2:])) if cfg.smooth is None else cfg.smooth
     (out / "scores.json").write_text(dumps_strict(summary, str(out / "scores.json"), indent=2))
     return summary

@@ -29,9 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="prompt templates: 'default' ('a photo of {}.', the default), 'openai' (open_clip's 80 "
                         "ImageNet templates), 'simple', one template with {} or {c}, or a file (one a line)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--smooth", type=smoothing_kernel, default=0, help="box-smoothing kernel of the colour alpha (odd; 0 = none)")
+    p.add_argument("--smooth", type=smoothing_kernel, default=None,
+                   help="box window (odd, px) smoothing the colour explanation's opacity; default: as B-cos's "
+                        "official visualisation, 15 px at 224 px input scaled with the input size (5 px at 64 "
+                        "px); 0 = none. Heat maps are never smoothed")
     p.add_argument("--cell", type=number(int, 16, 4096), default=192,
-                   help="panel size in pixels of the per-pair PNGs (16..4096)")
+                   help="panel size in pixels of the per-pair PNGs (16..4096); above the model's input size it is "
+                        "rounded to a whole multiple of it, so that every map pixel is a square block")
     add_output(p, help="folder for the PNGs and scores.json")
     p.set_defaults(func=run)
 

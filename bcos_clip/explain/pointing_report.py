@@ -8,8 +8,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from bcos_clip.explain.pointing import cell_bounds, localisation_scores
-from bcos_clip.explain.sheet import captioned, font, hstack, upscale
-from bcos_clip.explain.visualize import image_array, overlay, symmetric_scale, to_pil
+from bcos_clip.explain.display import display_cell, display_overlay, display_photo
+from bcos_clip.explain.sheet import captioned, font, hstack
+from bcos_clip.explain.visualize import symmetric_scale, to_pil
 
 
 def histogram_picture(scores: torch.Tensor, title: str, chance: Optional[float] = None, bins: int = 20,
@@ -58,9 +59,10 @@ def example_picture(example: Dict[str, torch.Tensor], classnames: Sequence[str],
     maps = example["maps"]
     scores = localisation_scores(maps[None], n, smooth)[0]
     scale = symmetric_scale(maps)
-    pictures = [captioned(upscale(to_pil(image_array(example["image"])), panel), ["grid", ""])]
+    side = display_cell(panel, max(example["image"].shape[-2:]))
+    pictures = [captioned(to_pil(display_photo(example["image"], (side, side))), ["grid", ""])]
     for c in range(n * n):
-        pic = upscale(to_pil(overlay(example["image"], maps[c], scale=scale)), panel)
+        pic = to_pil(display_overlay(example["image"], maps[c], (side, side), scale=scale))
         name = classnames[int(example["classes"][c])]
         pictures.append(captioned(_outline(pic, n, c), [name, f"score {scores[c]:.2f}"]))
     return hstack(pictures)

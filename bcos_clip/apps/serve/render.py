@@ -15,8 +15,9 @@ from PIL import Image
 
 from bcos_clip.apps.serve.engine import ExplainResult
 from bcos_clip.apps.serve.io import b64, png_bytes
-from bcos_clip.explain.sheet import VIEWS, captioned, hstack, upscale, vstack
-from bcos_clip.explain.visualize import color_explanation, heatmap, image_array, overlay, to_pil
+from bcos_clip.explain.color_scale import CONTRIBUTION_UNITS
+from bcos_clip.explain.sheet import captioned, hstack, render_view, scale_bar, vstack
+from bcos_clip.explain.visualize import color_explanation, heatmap, image_array, overlay, symmetric_scale
 
 
 def _explanation_picture(result: ExplainResult, k: int) -> Dict[str, Any]:
@@ -65,8 +66,10 @@ def _sheet_row(result: ExplainResult, k: int, views: Sequence[str], cell: int) -
     score = f"cos {float(e.scores[0, k]):.3f}"
     if result.is_bcos:
         score += f"   bias {float(e.bias[0, k]):+.3f}   (contributions + bias = cos)"
-    pictures = [upscale(to_pil(VIEWS[v](e, 0, k, 0)), cell) for v in views]
-    return captioned(hstack(pictures), [f'"{result.prompts[k]}"', score])
+    scale = symmetric_scale(e.contributions[0, k])
+    row = hstack([render_view(e, v, 0, k, cell, scale=scale) for v in views])
+    unit = CONTRIBUTION_UNITS if result.is_bcos else f"{result.method_label} attribution, per pixel"
+    return vstack([captioned(row, [f'"{result.prompts[k]}"', score]), scale_bar(scale, row.width, unit)])
 
 
 def sheet_image(result: ExplainResult, cell: int = 192) -> Image.Image:
