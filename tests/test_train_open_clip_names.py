@@ -2,6 +2,7 @@
 --opt, its --precision spellings, --report-to wandb (offline), --log-every-n-steps; out.log; resume."""
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from pathlib import Path
@@ -161,3 +162,46 @@ def test_wandb_offline_sink_writes_a_local_run(tmp_path, monkeypatch):
     assert len(runs) == 1
     assert b"train/loss" in (runs[0] / "run-myrun.wandb").read_bytes()  # the history, for `wandb sync`
     assert len(read_metrics(tmp_path / "myrun")) == 2
+
+
+@pytest.fixture(scope="module")
+def files(tiny_rn, tmp_path_factory):
+    from tests._train_data import write_img2dataset, write_tiny_teacher, write_wds_classification
+
+    root = tmp_path_factory.mktemp("oc_names")
+    model, weights = write_tiny_teacher(root / "teacher", model=tiny_rn[0])
+    return {"model": model, "pretrained": weights, "shards": write_img2dataset(root / "cc3m", 2, 4),
+            "wds": write_wds_classification(root / "wds_check")}
+
+
+def test_open_clip_command_line_checkpoints_by_epoch_logs_and_resumes(files, tmp_path, capsys, caplog):
+    """open_clip_train's spelling end to end: 8 samples, batch 4 -> 2 steps an epoch; --logs/--name is the run
+    folder, a checkpoint and a zero-shot check after each epoch, progress lines in out.log; --resume latest
+    continues the same folder."""
+    from bcos_clip.cli import main
+
+    caplog.set_level(logging.INFO)  # as the CLI's own logging setup (pytest keeps its handlers)
+    argv = ["train", "--model", files["model"], "--pretrained", files["pretrained"], "--train-data",
+            files["shards"], "--batch-size", "4", "--workers", "0", "--device", "cpu", "--precision", "fp32",
+            "--opt", "adamw", "--logs", str(tmp_path / "logs"), "--name", "oc", "--save-frequency", "1",
+            "--zeroshot-frequency", "1", "--zeroshot-data", files["wds"], "--zeroshot-samples", "4",
+            "--log-every-n-steps", "1", "--loss", "cosine"]
+    assert main(argv + ["--epochs", "1"]) == 0
+    run = tmp_path / "logs" / "oc"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000002"]
+    assert [r["step"] for r in read_metrics(run) if "zeroshot_top1" in r] == [2]
+    assert main(argv + ["--epochs", "2", "--resume", "latest"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000002", "step_00000004"]
+    assert [r["step"] for r in read_metrics(run) if "zeroshot_top1" in r] == [2, 4]
+    text = (run / "out.log").read_text()
+    assert "step 1/2 (50%), epoch 0: loss" in text and "step 4/4 (100%), epoch 1: loss" in text
+    assert "(resumed from" in text.split("step 2/2")[1]  # the second launch appended to the same file
+    assert capsys.readouterr().out.count("trained") == 2
+
+
+def test_zeroshot_check_uses_at_most_its_sample_count(files, tiny_rn_bcos):
+    """--zeroshot-samples 4 on an 8-image folder scores 4 images (it used to round up to a whole batch)."""
+    from bcos_clip.train.zeroshot_check import ZeroShotCheck
+
+    check = ZeroShotCheck(files["wds"], tiny_rn_bcos.image_size, max_samples=4)
+    assert check.run(tiny_rn_bcos, torch.device("cpu"))["zeroshot_n"] == 4

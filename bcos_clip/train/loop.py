@@ -70,9 +70,10 @@ class Trainer:
     def run(self) -> Dict[str, Any]:
         s = self.s
         plan = s.plan
-        log.info("run %s: %d samples, %d steps/epoch, %d steps, global batch %d, %d workers/rank, precision %s",
-                 s.cfg.output, plan.num_samples, plan.steps_per_epoch, plan.total_steps, plan.global_batch,
-                 plan.workers, s.precision.name)
+        log.info("run %s (%s): %d samples, %d steps/epoch, %d steps, global batch %d, %d workers/rank, precision %s",
+                 s.cfg.output, f"resumed from {s.resumed_from} at step {s.step}" if s.resumed_from else "new",
+                 plan.num_samples, plan.steps_per_epoch, plan.total_steps, plan.global_batch, plan.workers,
+                 s.precision.name)
         self.bar = tqdm(total=plan.total_steps, initial=s.step, disable=not s.info.is_main,
                         desc="distil", unit="step", dynamic_ncols=True)
         try:
