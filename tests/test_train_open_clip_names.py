@@ -143,7 +143,7 @@ def test_progress_line():
 
 def test_wandb_offline_sink_writes_a_local_run(tmp_path, monkeypatch):
     """--report-to wandb without network: WANDB_MODE=offline keeps the run under OUTPUT/wandb."""
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     from bcos_clip.train.metrics import MetricsLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -158,6 +158,7 @@ def test_wandb_offline_sink_writes_a_local_run(tmp_path, monkeypatch):
     keys = set(wandb_run.summary.keys())
     assert "train/loss" in keys and "train/grad_norm" not in keys  # a NaN is left out
     logger.close()
+    wandb.teardown()  # the wandb service writes the run file out when it stops
     runs = list((tmp_path / "myrun" / "wandb").glob("offline-run-*-myrun"))
     assert len(runs) == 1
     assert b"train/loss" in (runs[0] / "run-myrun.wandb").read_bytes()  # the history, for `wandb sync`
@@ -205,3 +206,22 @@ def test_zeroshot_check_uses_at_most_its_sample_count(files, tiny_rn_bcos):
 
     check = ZeroShotCheck(files["wds"], tiny_rn_bcos.image_size, max_samples=4)
     assert check.run(tiny_rn_bcos, torch.device("cpu"))["zeroshot_n"] == 4
+
+
+def test_cli_torchrun_needs_a_name_and_missing_wandb_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from bcos_clip.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="--logs without --name: give --name"):
+        config_from_args(_args("--logs", str(tmp_path)))
+    assert config_from_args(_args("--logs", str(tmp_path), "--name", "n")).output == str(tmp_path / "n")
+    monkeypatch.delenv("WORLD_SIZE")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    code = main(["train", "--model", "RN50", "--train-data", str(tmp_path / "x.tar"), "--steps", "1",
+                 "--logs", str(tmp_path), "--name", "run", "--report-to", "wandb"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err == ["bcos-clip train: error: --report-to wandb needs the wandb package, which is not "
+                                 "installed: pip install 'bcos_clip[wandb]'"]

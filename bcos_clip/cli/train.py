@@ -151,8 +151,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="distil a B-cosified CLIP image tower against the frozen CLIP",
                        description="Distil the B-cosified image tower of a CLIP model against the frozen "
                                    "original on webdataset shards (img2dataset CC3M, ImageNet shards, image "
-                                   "folders). Run under torchrun for DDP. Writes OUTPUT/metrics.jsonl and "
-                                   "OUTPUT/checkpoints/latest (readable by bcos_clip.load).",
+                                   "folders). Run under torchrun for DDP. Writes OUTPUT/metrics.jsonl, OUTPUT/out.log "
+                                   "and OUTPUT/checkpoints/latest (readable by bcos_clip.load). open_clip_train's "
+                                   "flags of the same meaning are accepted (--logs/--name, --save-frequency, "
+                                   "--zeroshot-frequency, --opt, --report-to wandb, --log-every-n-steps, ...).",
                        argument_default=argparse.SUPPRESS)
     add_model(p, required=False)
     add_output(p, required=False, help="run directory (checkpoints/, metrics.jsonl, out.log, summary.json); or "

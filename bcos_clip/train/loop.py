@@ -56,6 +56,10 @@ class Trainer:
                                                  cfg.wandb_notes))
         self.zeroshot = (ZeroShotCheck(cfg.zeroshot_data, s.student.image_size, cfg.zeroshot_samples)
                          if cfg.zeroshot_data and info.is_main else None)
+        if (cfg.zeroshot_every or cfg.zeroshot_frequency) and not cfg.zeroshot_data and info.is_main:
+            log.warning("--zeroshot-every / --zeroshot-frequency without --zeroshot-data: no zero-shot check "
+                        "(give a CLIP_benchmark wds/ classification folder; open_clip_train's --imagenet-val "
+                        "is not read)")
         self.counters: Counter = Counter(s.counters)
         self.shards_seen: set = set()
         self.params = [p for p in s.student.visual.parameters() if p.requires_grad]

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 RUN_FILES = (CHECKPOINTS, METRICS, TRAIN_CONFIG, SUMMARY, TENSORBOARD_DIR, OUT_LOG)
-# fields that may differ between launches of the same run
-_LAUNCH_FIELDS = ("resume", "overwrite")
+# fields that may differ between launches of the same run (how it starts and reports, not what it trains)
+_LAUNCH_FIELDS = ("resume", "overwrite", "log_every", "log_every_n_steps", "report_to", "wandb_project_name",
+                  "wandb_notes")
 
 
 class RunFolderError(ValueError):
