@@ -31,6 +31,8 @@ def test_logs_and_name_are_the_run_folder(tmp_path):
     assert build_config({**BASE, "name": "run1"}).output == str(Path("logs") / "run1")  # open_clip's ./logs/
     made = Path(build_config({**BASE, "logs": str(tmp_path), "lr": 5e-4}, now=now).output)
     assert made.parent == tmp_path and made.name == "2026_12_01-15_04_05-model_RN50-lr_0.0005-b_64-j_4-p_auto"
+    made = Path(build_config({**BASE, "model": "/m/tiny_rn.json", "logs": "L"}, now=now).output)
+    assert made.name == "2026_12_01-15_04_05-model_tiny_rn-lr_0.0001-b_64-j_4-p_auto"
     with pytest.raises(ValueError, match="--logs without --name: give --name"):
         build_config({**BASE, "logs": str(tmp_path)})  # torchrun: no made-up name
     with pytest.raises(ValueError, match="not both"):
@@ -225,3 +227,19 @@ def test_cli_torchrun_needs_a_name_and_missing_wandb_is_one_line(tmp_path, monke
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and err == ["bcos-clip train: error: --report-to wandb needs the wandb package, which is not "
                                  "installed: pip install 'bcos_clip[wandb]'"]
+
+
+def test_log_lines_go_above_progress_bars_only_with_a_console_handler(monkeypatch):
+    import contextlib
+    import sys
+
+    from bcos_clip.train.run_log import log_lines_above_bars
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
+    assert isinstance(log_lines_above_bars(), contextlib.nullcontext)  # tqdm would add a stderr handler
+    console = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(root, "handlers", [console])
+    with log_lines_above_bars():
+        assert console not in root.handlers and len(root.handlers) == 1  # replaced by tqdm's writer
+    assert root.handlers == [console]

@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bcos_clip.data.stream.loader import make_epoch_loader
 from bcos_clip.data.stream.transforms import to_unit_float
@@ -34,7 +33,7 @@ from bcos_clip.train.metrics import MetricsLogger
 from bcos_clip.train.optim import clip_gradients_, lr_at, set_lr
 from bcos_clip.train.reporters import RunInfo, check_reporters
 from bcos_clip.train.run_folder import check_run_folder, clear_run
-from bcos_clip.train.run_log import progress_line, run_log_file
+from bcos_clip.train.run_log import log_lines_above_bars, progress_line, run_log_file
 from bcos_clip.train.session import Session, build_session
 from bcos_clip.train.zeroshot_check import ZeroShotCheck
 
@@ -81,7 +80,7 @@ class Trainer:
         self.bar = tqdm(total=plan.total_steps, initial=s.step, disable=not s.info.is_main,
                         desc="distil", unit="step", dynamic_ncols=True)
         try:
-            with logging_redirect_tqdm([logging.getLogger()]):  # log lines above the bar, not through it
+            with log_lines_above_bars():
                 while s.step < plan.total_steps:
                     self._run_epoch()
         finally:

@@ -5,7 +5,7 @@ is the same here are taken:
 
 - ``--logs L --name N``: the run folder ``L/N`` (our ``--output``). ``--logs`` defaults to ``./logs/``; without
   ``--name`` the name is made as open_clip_train makes it, from the start time and settings
-  (``2026_12_01-15_04_05-model_RN50-lr_0.0001-b_64-j_4-p_auto``). ``--logs none`` (open_clip_train: keep no
+  (``2026_12_01-15_04_05-model_RN50-lr_0.0001-b_64-j_4-p_auto``; a ``.json`` model config by its file name). ``--logs none`` (open_clip_train: keep no
   logs and no checkpoints) is refused: a distillation run keeps its checkpoints.
 - ``--opt``: ``--optimizer`` (``adam``, ``adamw``; their ``nadamw`` and ``timm/*`` are not offered).
 - ``--log-metric-every-n-steps``: ``--log-every`` (metrics.jsonl / TensorBoard / wandb, default 10 in both).
@@ -50,8 +50,10 @@ def check_run_folder_key(key: str, value: Any) -> str:
 
 
 def default_run_name(values: Mapping[str, Any], now: datetime) -> str:
-    """open_clip_train's experiment name: start time, model, lr, batch size, workers, precision."""
-    model = str(values.get("model")).replace("/", "-")
+    """open_clip_train's experiment name: start time, model, lr, batch size, workers, precision (a JSON model
+    config is named by its file name without ``.json``; open_clip_train would spell its whole path)."""
+    model = str(values.get("model"))
+    model = Path(model).stem if model.endswith(".json") else model.replace("/", "-")
     return "-".join([now.strftime("%Y_%m_%d-%H_%M_%S"), f"model_{model}", f"lr_{values['lr']}",
                      f"b_{values['batch_size']}", f"j_{values['workers']}", f"p_{values['precision']}"])
 

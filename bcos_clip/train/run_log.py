@@ -8,8 +8,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ContextManager, Iterator, Mapping
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 OUT_LOG = "out.log"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -31,6 +34,14 @@ def run_log_file(output: str, enabled: bool) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def log_lines_above_bars() -> ContextManager:
+    """Inside the block, console log lines go through ``tqdm.write`` (above a progress bar, not through it);
+    nothing changes when the root logger has no console handler (tqdm would add one)."""
+    console = any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)
+                  for h in logging.getLogger().handlers)
+    return logging_redirect_tqdm([logging.getLogger()]) if console else contextlib.nullcontext()
 
 
 def _number(value: Any, spec: str) -> str:
