@@ -67,6 +67,8 @@ def test_open_clip_flags_reach_the_config(tmp_path):
     made = config_from_args(_args("--logs", str(tmp_path)))
     assert Path(made.output).parent == tmp_path and "-model_RN50-lr_0.0001-b_64-j_4-p_auto" in made.output
     assert build_config({**BASE, "output": "o", "opt": "adamw"}).optimizer == "adamw"  # YAML / API key too
+    with pytest.raises(ValueError, match="'opt' sets optimizer a second time"):
+        build_config({**BASE, "output": "o", "optimizer": "adam", "opt": "adamw"})
 
 
 def test_precision_spellings_and_the_fp16_refusal():

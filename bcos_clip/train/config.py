@@ -223,7 +223,7 @@ def normalize_keys(values: Mapping[str, Any], where: str, extra: tuple = ()) -> 
         name = str(key).replace("-", "_")
         name = KEY_ALIASES.get(name, name)
         if name in out:
-            raise ValueError(f"{where}: {key!r} gives {name} twice (it is an alias of {name})")
+            raise ValueError(f"{where}: {key!r} sets {name} a second time (one of the two is an alias)")
         if name not in FIELDS and name not in extra:
             raise KeyError(f"{where}: unknown training option {key!r} (bcos-clip train --help lists them)")
         out[name] = value
