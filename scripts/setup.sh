@@ -12,4 +12,4 @@ if ! python -c "import torch, torchvision" 2>/dev/null; then
   # torch first, in its own pip call (a GPU machine may keep its own build: see README)
   python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-python -m pip install -q -e ".[test,hf,serve,plot]"
+python -m pip install -q -e ".[test,hf,serve,plot,wandb]"

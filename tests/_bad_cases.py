@@ -182,6 +182,22 @@ TRAIN = _cases("train", TRAIN_BASE, TRAIN_FLAGS + [
     ("--templates empty file", "--text-source classnames --templates {root}/templates_empty.txt",
      "templates_empty.txt"),
     ("--loss unknown", "--loss mse", "invalid choice"),
+    # open_clip_train's names
+    ("--save-frequency -1", "--save-frequency -1", "must be >= 0"),
+    ("--zeroshot-frequency -1", "--zeroshot-frequency -1", "must be >= 0"),
+    ("--log-every-n-steps 0", "--log-every-n-steps 0", "must be >= 1"),
+    ("--log-metric-every-n-steps 0", "--log-metric-every-n-steps 0", "must be >= 1"),
+    ("--precision fp16", "--precision fp16", "--precision fp16: float16 weights without loss scaling"),
+    ("--precision pure_fp16", "--precision pure_fp16", "use --precision amp"),
+    ("--precision unknown", "--precision fp8", "invalid choice"),
+    ("--opt nadamw", "--opt nadamw", "invalid choice: 'nadamw'"),
+    ("--report-to unknown", "--report-to wandb,comet", "'comet' is not one of tensorboard, wandb, all"),
+    ("--report-to trackio", "--report-to trackio", "trackio"),
+    ("--logs with --output", "--logs {root} --name x", "not both"),
+    ("--logs none", "!train --model {teacher} --train-data {shards} --steps 1 --logs none --name x", "--logs none"),
+    ("--name empty", "!train --model {teacher} --train-data {shards} --steps 1 --name ''", "expected a folder name"),
+    ("no --output nor --logs", "!train --model {teacher} --train-data {shards} --steps 1",
+     "--output (or --logs DIR --name NAME)"),
 ])
 
 SERVE = _cases("serve", "serve --model {ckpt}", [

@@ -1,7 +1,9 @@
 """The training configuration: one frozen dataclass, built from a YAML file overlaid by flags.
 
 Config flows one way: argv (cli) -> ``TrainConfig`` (saved as ``train_config.json`` beside every
-checkpoint) -> factories. YAML keys are the field names (``-`` and ``_`` both accepted).
+checkpoint) -> factories. YAML keys are the field names (``-`` and ``_`` both accepted), plus
+open_clip_train's names of the same settings (``bcos_clip.train.open_clip_names``): ``logs`` + ``name``
+(the run folder ``logs/name``), ``opt``, ``log_metric_every_n_steps`` and its ``--precision`` spellings.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -17,11 +20,14 @@ from bcos_clip.models.strict_json import dumps_strict
 from bcos_clip.runtime.precision import PRECISIONS
 from bcos_clip.runtime.runfiles import TRAIN_CONFIG
 from bcos_clip.train.losses import LOSSES, LossParams
+from bcos_clip.train.open_clip_names import (KEY_ALIASES, RUN_FOLDER_KEYS, canonical_precision,
+                                             check_run_folder_key, resolve_run_folder)
+from bcos_clip.train.reporters import parse_report_to
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "const")
 TEXT_SOURCES = ("auto", "captions", "classnames")
-REPORTERS = ("", "tensorboard")
+DEFAULT_SAVE_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -77,25 +83,31 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    save_every: int = 1000
+    save_every: Optional[int] = None  # steps; None: DEFAULT_SAVE_EVERY, or only by epoch with save_frequency
+    save_frequency: int = 0  # epochs (open_clip_train's --save-frequency); 0: off
     keep_checkpoints: int = 0
     resume: Optional[str] = None
     overwrite: bool = False
-    log_every: int = 10
-    report_to: str = ""
+    log_every: int = 10  # metrics.jsonl / TensorBoard / wandb (open_clip_train's --log-metric-every-n-steps)
+    log_every_n_steps: int = 100  # a progress line in the log and OUTPUT/out.log
+    report_to: str = ""  # comma-separated: tensorboard, wandb (or all)
+    wandb_project_name: str = "bcos-clip"
+    wandb_notes: str = ""
     zeroshot_data: Optional[str] = None
     zeroshot_every: int = 0
+    zeroshot_frequency: int = 0  # epochs (open_clip_train's --zeroshot-frequency); 0: off
     zeroshot_samples: int = 1000
 
     def __post_init__(self) -> None:
         for name in FIELDS:
             object.__setattr__(self, name, check_option(name, getattr(self, name)))
+        object.__setattr__(self, "precision", canonical_precision(self.precision))
+        object.__setattr__(self, "report_to", ",".join(parse_report_to(self.report_to)))
         _choice("loss", self.loss, tuple(LOSSES))
         _choice("precision", self.precision, PRECISIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr-scheduler", self.lr_scheduler, SCHEDULES)
         _choice("text-source", self.text_source, TEXT_SOURCES)
-        _choice("report-to", self.report_to, REPORTERS)
         if self.resume and self.overwrite:
             raise ValueError("give --resume (continue a run) or --overwrite (replace it), not both")
         _choice("bcos-qk", self.bcos_qk, QK_KINDS)
@@ -103,6 +115,19 @@ class TrainConfig:
         _choice("bcos-positional", self.bcos_positional, POSITIONALS)
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of --epochs N and --steps N")
+
+    @property
+    def checkpoint_every(self) -> Optional[int]:
+        """Steps between checkpoints: ``save_every``; unset, 1000, or none when ``save_frequency`` (epochs)
+        is given. A checkpoint is also written at the end of the run."""
+        if self.save_every is not None:
+            return self.save_every
+        return None if self.save_frequency else DEFAULT_SAVE_EVERY
+
+    @property
+    def reporters(self) -> tuple:
+        """The ``report_to`` backends: a tuple of ``tensorboard`` / ``wandb``."""
+        return tuple(n for n in self.report_to.split(",") if n)
 
     def loss_params(self) -> LossParams:
         return LossParams(temperature=self.temperature, caption_weight=self.caption_weight,
@@ -150,10 +175,10 @@ class Bound:
 _POSITIVE, _NON_NEGATIVE, _AT_LEAST_1 = Bound(0.0, low_open=True), Bound(0.0), Bound(1.0)
 BOUNDS: Dict[str, Bound] = {
     **dict.fromkeys(("batch_size", "accum_freq", "save_every", "log_every", "shuffle_buffer", "folder_chunk_size",
-                     "max_bad_steps", "epochs", "steps", "train_num_samples", "zeroshot_samples", "bcos_b"),
-                    _AT_LEAST_1),
+                     "max_bad_steps", "epochs", "steps", "train_num_samples", "zeroshot_samples", "bcos_b",
+                     "log_every_n_steps"), _AT_LEAST_1),
     **dict.fromkeys(("workers", "warmup", "zeroshot_every", "keep_checkpoints", "wd", "caption_weight",
-                     "agc_clip"), _NON_NEGATIVE),
+                     "agc_clip", "save_frequency", "zeroshot_frequency"), _NON_NEGATIVE),
     **dict.fromkeys(("lr", "temperature", "eps", "agc_eps", "grad_clip_norm", "siglip_scale"), _POSITIVE),
     "beta1": Bound(0.0, 1.0, high_open=True), "beta2": Bound(0.0, 1.0, high_open=True),
     "crop_scale_min": Bound(0.0, 1.0, low_open=True),
@@ -170,6 +195,8 @@ def option_kind(name: str) -> type:
 def check_option(name: str, value: Any) -> Any:
     """``value`` checked against the type and range of option ``name`` (an int for a float option becomes a
     float). Raises ValueError naming the key and its flag: ``lr (--lr): expected a number, got 'abc'``."""
+    if name in RUN_FOLDER_KEYS:
+        return check_run_folder_key(name, value)
     if value is None and (FIELDS[name].default is None or name in REQUIRED):
         return value
     kind = option_kind(name)
@@ -188,14 +215,16 @@ def check_option(name: str, value: Any) -> Any:
     return value
 
 
-def normalize_keys(values: Mapping[str, Any], where: str) -> Dict[str, Any]:
-    """``-`` -> ``_`` in keys; unknown keys raise naming ``where``."""
+def normalize_keys(values: Mapping[str, Any], where: str, extra: tuple = ()) -> Dict[str, Any]:
+    """``-`` -> ``_`` in keys, aliases (``out``, open_clip_train's ``opt`` ...) to field names; ``extra``: other
+    keys let through (the run-folder keys ``logs`` / ``name``); unknown keys raise naming ``where``."""
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name == "out":
-            name = "output"
-        if name not in FIELDS:
+        name = KEY_ALIASES.get(name, name)
+        if name in out:
+            raise ValueError(f"{where}: {key!r} sets {name} a second time (one of the two is an alias)")
+        if name not in FIELDS and name not in extra:
             raise KeyError(f"{where}: unknown training option {key!r} (bcos-clip train --help lists them)")
         out[name] = value
     return out
@@ -211,7 +240,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     data = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of options at the top level")
-    return _checked(normalize_keys(data, f"--config {path}"), f"--config {path}")
+    return _checked(normalize_keys(data, f"--config {path}", RUN_FOLDER_KEYS), f"--config {path}")
 
 
 def _checked(values: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -221,21 +250,33 @@ def _checked(values: Dict[str, Any], where: str) -> Dict[str, Any]:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None) -> TrainConfig:
+def build_config(flags: Mapping[str, Any], yaml_path: Optional[str] = None,
+                 now: Optional[datetime] = None) -> TrainConfig:
     """YAML values overlaid by the explicitly given ``flags`` -> :class:`TrainConfig`.
 
-    ``--epochs`` given on the command line drops a YAML ``steps`` and vice versa.
+    ``--epochs`` given on the command line drops a YAML ``steps`` and vice versa; ``--output`` drops a
+    YAML ``logs`` / ``name`` and they drop a YAML ``output``. ``logs`` / ``name`` become ``output``
+    (:func:`~bcos_clip.train.open_clip_names.resolve_run_folder`; ``now``: the time a missing name is
+    made of, None: no name is made up, a missing ``--name`` is an error).
     """
     values = read_yaml(yaml_path) if yaml_path else {}
-    flags = normalize_keys(flags, "command line")
+    flags = normalize_keys(flags, "command line", RUN_FOLDER_KEYS)
     if "epochs" in flags and flags["epochs"] is not None:
         values.pop("steps", None)
     if "steps" in flags and flags["steps"] is not None:
         values.pop("epochs", None)
+    if "output" in flags:
+        values = {k: v for k, v in values.items() if k not in RUN_FOLDER_KEYS}
+    if any(k in flags for k in RUN_FOLDER_KEYS):
+        values.pop("output", None)
     values.update(flags)
+    defaults = {n: f.default for n, f in FIELDS.items() if f.default is not dataclasses.MISSING}
+    values = resolve_run_folder(values, defaults, now)
     missing = [n for n in REQUIRED if values.get(n) in (None, "")]
     if missing:
-        raise ValueError("missing required option(s): " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        names = ["--output (or --logs DIR --name NAME)" if m == "output" else "--" + m.replace("_", "-")
+                 for m in missing]
+        raise ValueError("missing required option(s): " + ", ".join(names))
     return TrainConfig(**values)
 
 

@@ -26,11 +26,14 @@ from bcos_clip.runtime.distributed import (all_gather, all_reduce_sum, any_rank,
                                          cleanup_distributed, init_distributed)
 from bcos_clip.runtime.hashing import model_digest
 from bcos_clip.runtime.runfiles import SUMMARY
+from bcos_clip.train.cadence import due_after
 from bcos_clip.train.checkpoint import rng_states, save_checkpoint
 from bcos_clip.train.config import TrainConfig
 from bcos_clip.train.metrics import MetricsLogger
 from bcos_clip.train.optim import clip_gradients_, lr_at, set_lr
+from bcos_clip.train.reporters import RunInfo, check_reporters
 from bcos_clip.train.run_folder import check_run_folder, clear_run
+from bcos_clip.train.run_log import log_lines_above_bars, progress_line, run_log_file
 from bcos_clip.train.session import Session, build_session
 from bcos_clip.train.zeroshot_check import ZeroShotCheck
 
@@ -46,10 +49,16 @@ class Trainer:
         if info.is_main:
             Path(cfg.output).mkdir(parents=True, exist_ok=True)
             cfg.save_json(Path(cfg.output))
-        self.metrics = MetricsLogger(cfg.output, info.is_main, cfg.report_to,
-                                     resume_step=s.step if s.resumed_from else None)
+        resumed = s.resumed_from is not None
+        self.metrics = MetricsLogger(cfg.output, info.is_main, cfg.report_to, resume_step=s.step if resumed else None,
+                                     run=RunInfo(cfg.output, cfg.to_dict(), resumed, cfg.wandb_project_name,
+                                                 cfg.wandb_notes))
         self.zeroshot = (ZeroShotCheck(cfg.zeroshot_data, s.student.image_size, cfg.zeroshot_samples)
                          if cfg.zeroshot_data and info.is_main else None)
+        if (cfg.zeroshot_every or cfg.zeroshot_frequency) and not cfg.zeroshot_data and info.is_main:
+            log.warning("--zeroshot-every / --zeroshot-frequency without --zeroshot-data: no zero-shot check "
+                        "(give a CLIP_benchmark wds/ classification folder; open_clip_train's --imagenet-val "
+                        "is not read)")
         self.counters: Counter = Counter(s.counters)
         self.shards_seen: set = set()
         self.params = [p for p in s.student.visual.parameters() if p.requires_grad]
@@ -63,11 +72,17 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
         s = self.s
-        self.bar = tqdm(total=s.plan.total_steps, initial=s.step, disable=not s.info.is_main,
+        plan = s.plan
+        log.info("run %s (%s): %d samples, %d steps/epoch, %d steps, global batch %d, %d workers/rank, precision %s",
+                 s.cfg.output, f"resumed from {s.resumed_from} at step {s.step}" if s.resumed_from else "new",
+                 plan.num_samples, plan.steps_per_epoch, plan.total_steps, plan.global_batch, plan.workers,
+                 s.precision.name)
+        self.bar = tqdm(total=plan.total_steps, initial=s.step, disable=not s.info.is_main,
                         desc="distil", unit="step", dynamic_ncols=True)
         try:
-            while s.step < s.plan.total_steps:
-                self._run_epoch()
+            with log_lines_above_bars():
+                while s.step < plan.total_steps:
+                    self._run_epoch()
         finally:
             self.bar.close()
             self.metrics.close()
@@ -192,14 +207,15 @@ class Trainer:
         if loss is not None:
             self.window["loss"] += float(loss)
             self.window["n"] += 1
-        if s.step % cfg.log_every == 0 or s.step == s.plan.total_steps:
-            self._log(epoch)
-        if cfg.zeroshot_every and s.step % cfg.zeroshot_every == 0:
+        due = due_after(s.step, s.plan.total_steps, s.plan.steps_per_epoch, cfg)
+        if due.record:
+            self._log(epoch, due.progress)
+        if due.zeroshot:
             self._zeroshot()
-        if s.step % cfg.save_every == 0:
+        if due.save:
             self._save()
 
-    def _log(self, epoch: int) -> None:
+    def _log(self, epoch: int, progress: bool) -> None:
         s, w = self.s, self.window
         totals = all_reduce_sum(torch.tensor([w["loss"], w["n"], w["images"]], dtype=torch.float64,
                                              device=s.info.device), s.info).tolist()
@@ -208,6 +224,8 @@ class Trainer:
                   "lr": s.optimizer.param_groups[0]["lr"], "grad_norm": self.grad_norm,
                   "samples_per_s": totals[2] / elapsed, **{k: int(v) for k, v in self.counters.items()}}
         self.metrics.log(record)
+        if progress and s.info.is_main:
+            log.info(progress_line(record, s.plan.total_steps))
         self.bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['samples_per_s']:.0f}")
         self.window = {"loss": 0.0, "n": 0, "images": 0, "t": time.perf_counter()}
 
@@ -275,12 +293,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         counts, weight fingerprints, shards read and skip counters.
     """
     check_run_folder(cfg)  # before any work: never a fresh start over an earlier run
+    check_reporters(cfg.reporters)  # a missing wandb / tensorboard: one line now, not after the models are built
     info = init_distributed(cfg.device)
     try:
         session = build_session(cfg, info)
         if cfg.overwrite and info.is_main:
             clear_run(cfg.output)
         barrier(info)
-        return Trainer(session).run()
+        with run_log_file(cfg.output, info.is_main):
+            return Trainer(session).run()
     finally:
         cleanup_distributed()

@@ -1,4 +1,5 @@
-"""Run records on rank 0: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard."""
+"""Run records on rank 0: ``metrics.jsonl`` (one JSON object per logged step), mirrored to the
+``--report-to`` backends (TensorBoard, wandb: ``bcos_clip.train.reporters``)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from bcos_clip.runtime.runfiles import METRICS
+from bcos_clip.train.reporters import RunInfo, open_sinks, parse_report_to
 
 log = logging.getLogger(__name__)
 
@@ -33,41 +35,39 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Appends step records to ``OUTPUT/metrics.jsonl``; mirrors scalars to TensorBoard if asked."""
+    """Appends step records to ``OUTPUT/metrics.jsonl``; mirrors their numbers to the ``report_to`` backends.
 
-    def __init__(self, output: str, enabled: bool, report_to: str = "", resume_step: Optional[int] = None) -> None:
+    Args:
+        output: the run folder.
+        enabled: False on ranks other than 0 (nothing is written).
+        report_to: ``--report-to`` (``"tensorboard"``, ``"wandb,tensorboard"``, ``"all"``, ``""``).
+        resume_step: a resumed run's step (later records of the killed run are dropped); None: a new file.
+        run: what the backends are told about the run (default: just its folder).
+    """
+
+    def __init__(self, output: str, enabled: bool, report_to: str = "", resume_step: Optional[int] = None,
+                 run: Optional[RunInfo] = None) -> None:
         self.enabled = enabled
         self.path = Path(output) / METRICS
-        self.tb = None
+        self.sinks: list = []
         if not enabled:
             return
         if resume_step is not None:
             truncate_metrics(self.path, resume_step)
         elif self.path.exists():
             self.path.unlink()
-        if report_to == "tensorboard":
-            self.tb = _tensorboard_writer(Path(output) / "tensorboard")
+        self.sinks = open_sinks(parse_report_to(report_to), run or RunInfo(output))
 
     def log(self, record: Dict[str, Any]) -> None:
-        """record: must hold ``step``; numbers go to TensorBoard as ``train/<key>``."""
+        """record: must hold ``step``; its numbers go to the backends as ``train/<key>``."""
         if not self.enabled:
             return
         with self.path.open("a") as fh:
             fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+        for sink in self.sinks:
+            sink.log(record)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _tensorboard_writer(directory: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise RuntimeError("--report-to tensorboard needs the tensorboard package "
-                           "(pip install tensorboard)") from exc
-    return SummaryWriter(str(directory))
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []

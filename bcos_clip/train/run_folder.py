@@ -1,7 +1,8 @@
 """The run folder of ``train``: what may start, continue or replace a run there (checked before any work).
 
 A folder *holds a run* when it has any of ``checkpoints/``, ``metrics.jsonl``, ``train_config.json``,
-``summary.json`` or ``tensorboard/``. The rules:
+``summary.json``, ``out.log`` or ``tensorboard/`` (``wandb/`` is wandb's own store: never removed, not a
+run). The rules:
 
 - no ``--resume``: a folder that holds a run is refused (nothing is deleted or overwritten), unless
   ``--overwrite`` asks to replace it; the old run's files (and only those) are then removed once the
@@ -33,13 +34,15 @@ from bcos_clip.runtime.output_paths import check_output_dir
 from bcos_clip.runtime.runfiles import METRICS, SUMMARY, TRAIN_CONFIG
 from bcos_clip.train.checkpoint import CHECKPOINTS, LATEST, checkpoints_dir
 from bcos_clip.train.config import TrainConfig
+from bcos_clip.train.run_log import OUT_LOG
 
 log = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (CHECKPOINTS, METRICS, TRAIN_CONFIG, SUMMARY, TENSORBOARD_DIR)
-# fields that may differ between launches of the same run
-_LAUNCH_FIELDS = ("resume", "overwrite")
+RUN_FILES = (CHECKPOINTS, METRICS, TRAIN_CONFIG, SUMMARY, TENSORBOARD_DIR, OUT_LOG)
+# fields that may differ between launches of the same run (how it starts and reports, not what it trains)
+_LAUNCH_FIELDS = ("resume", "overwrite", "log_every", "log_every_n_steps", "report_to", "wandb_project_name",
+                  "wandb_notes")
 
 
 class RunFolderError(ValueError):

@@ -172,6 +172,4 @@ def build_session(cfg: TrainConfig, info: DistInfo) -> Session:
                       cache, resume_dir)
     if resume_state is not None:
         _restore(session, resume_state)
-    log.info("plan: %d samples, %d steps/epoch, %d steps, global batch %d, %d workers/rank",
-             plan.num_samples, plan.steps_per_epoch, plan.total_steps, plan.global_batch, plan.workers)
     return session

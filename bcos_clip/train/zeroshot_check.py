@@ -46,6 +46,7 @@ class ZeroShotCheck:
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
         correct = total = 0
         for images, labels, *_ in itertools.islice(loader, (self.max_samples + self.batch_size - 1) // self.batch_size):
+            images, labels = images[:self.max_samples - total], labels[:self.max_samples - total]
             images = to_unit_float(images.to(device)).to(dtype)
             emb = F.normalize(watch(model.encode_image(images).float()), dim=-1)
             pred = (emb @ classifier.t()).argmax(-1).cpu()
