@@ -85,6 +85,21 @@ def test_stream_is_a_function_of_seed_and_epoch(cc3m):
     assert len(set(flat)) == 24  # one epoch of 6 batches x 4 = every sample once
 
 
+def test_stream_does_not_depend_on_where_the_shards_lie(cc3m, tmp_path):
+    """The same shards copied to another folder give the same batches, augmentations included (the crop
+    seed once held the shard's whole path, so a demo in another output folder trained on other crops)."""
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "deeper"
+    source = Path(cc3m.split("{")[0])  # the folder of the shards
+    shutil.copytree(source, moved)
+    spec = cc3m.replace(str(source), str(moved))
+    assert spec != cc3m
+    here, there = (list(make_epoch_loader(expand_train_spec(s), SPEC, 0, 3, 0, 0)) for s in (cc3m, spec))
+    for a, b in zip(here, there):
+        assert a["keys"] == b["keys"] and torch.equal(a["images"], b["images"])
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_skips_exactly_the_consumed_batches(cc3m, workers):
     shardset = expand_train_spec(cc3m)

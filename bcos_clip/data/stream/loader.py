@@ -197,7 +197,8 @@ def decode_batch(raw: List[Dict[str, Any]], spec: StreamSpec, epoch: int,
         if data is None:
             bad.add("no_image", f"{url}: sample {key} has no {'/'.join(IMAGE_EXTENSIONS)} entry")
             continue
-        rng = random.Random(f"{spec.seed}:{epoch}:{sample['__pass__']}:{url}:{key}")
+        # the shard's file name, not its path: the same data in another folder gets the same crops
+        rng = random.Random(f"{spec.seed}:{epoch}:{sample['__pass__']}:{os.path.basename(url)}:{key}")
         try:
             images.append(train_augment(decode_rgb(data), spec.crop, rng))
         except Exception as exc:  # PIL raises many types on corrupt data
