@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -178,8 +179,12 @@ def test_explain_figures_are_complete_and_written(tiny_rn_bcos, tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
+def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     from bcos_clip.apps.demo.run import run_demo
+
+    # as after `pip install -e .` alone: no extra (issue 15; scripts/check_bare_install.sh does it for real)
+    for name in ("matplotlib", "matplotlib.pyplot", "transformers", "datasets", "fastapi", "uvicorn", "multipart"):
+        monkeypatch.setitem(sys.modules, name, None)
 
     out = tmp_path / "demo"
     s = run_demo(DemoConfig(output=str(out), quick=True))
