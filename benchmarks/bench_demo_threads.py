@@ -17,9 +17,10 @@ Usage::
 
     nice -n 10 python benchmarks/bench_demo_threads.py --demo /tmp/demo_quick --out threads.json
 
-Measured (2-core shared VM, 2026-12-01; numbers in the report of issue 15 item 4):
-see the ``--out`` JSON of that run; the demo's default (torch's: one thread per physical core) follows
-from it.
+Measured on the project's 2-core VM shared with other developers (``--steps 20 --repeats 1``, run twice,
+2026-12-01; its cores were ~2.0 busy before every run): the table and the conclusion are in
+``bcos_clip/runtime/threads.py``, the rule every command follows (torch's default thread count, OpenMP
+threads waiting passively).
 """
 from __future__ import annotations
 

@@ -54,21 +54,26 @@ def _eval_datasets(args: argparse.Namespace) -> List[str]:
     from bcos_clip.evaluation.suite_files import load_suite
 
     try:
-        if args.suite:
+        if _arg(args, "suite"):
             return [e.dataset for e in load_suite(args.suite).entries]
-        return expand_datasets(_flat(args.dataset))
+        return expand_datasets(_flat(_arg(args, "dataset")))
     except (OSError, ValueError, KeyError):
         return []
 
 
+def _arg(args: argparse.Namespace, name: str) -> Optional[str]:
+    """A flag's value, None when not given (``train`` suppresses the defaults of flags not given)."""
+    return getattr(args, name, None)
+
+
 def _eval(args: argparse.Namespace) -> List[Need]:
-    pairs = [p.split(",")[0] for p in _flat(args.pretrained_model)]
-    return dataset_needs(_eval_datasets(args)) + model_needs(_flat(args.model) + pairs)
+    pairs = [p.split(",")[0] for p in _flat(_arg(args, "pretrained_model"))]
+    return dataset_needs(_eval_datasets(args)) + model_needs(_flat(_arg(args, "model")) + pairs)
 
 
 def _train(args: argparse.Namespace) -> List[Need]:
     reporters = [r for r in str(getattr(args, "report_to", None) or "").split(",") if r in PACKAGES]
-    return [(r, f"--report-to {r}") for r in reporters] + model_needs([args.model])
+    return [(r, f"--report-to {r}") for r in reporters] + model_needs([_arg(args, "model")])
 
 
 def _nothing(args: argparse.Namespace) -> List[Need]:
@@ -76,15 +81,15 @@ def _nothing(args: argparse.Namespace) -> List[Need]:
 
 
 NEEDS: Dict[str, Callable[[argparse.Namespace], List[Need]]] = {
-    "bcosify": lambda a: model_needs([a.model]),
+    "bcosify": lambda a: model_needs([_arg(a, "model")]),
     "eval": _eval,
     "report": _nothing,  # charts: matplotlib when installed, else Pillow
     "train": _train,
-    "serve": lambda a: [("serve", "")] + model_needs([a.teacher], "--teacher"),
-    "import-official": lambda a: model_needs([a.teacher], "--teacher"),
+    "serve": lambda a: [("serve", "")] + model_needs([_arg(a, "teacher")], "--teacher"),
+    "import-official": lambda a: model_needs([_arg(a, "teacher")], "--teacher"),
     "export": _nothing,  # reads and writes bcos_clip checkpoints and model cards
-    "explain": lambda a: model_needs([a.model]),
-    "localize": lambda a: model_needs([a.model]),
+    "explain": lambda a: model_needs([_arg(a, "model")]),
+    "localize": lambda a: model_needs([_arg(a, "model")]),
     "bench": _nothing,  # Triton kernels only where Triton is installed (CUDA)
     "demo": _nothing,  # figures: matplotlib when installed, else Pillow; the README's setup suffices
 }

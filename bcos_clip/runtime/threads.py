@@ -6,10 +6,21 @@
   1 thread, 311 s instead of ~110 s).
 - OpenMP threads that wait for each other wait passively (``OMP_WAIT_POLICY=PASSIVE``, set by the CLI
   at start-up unless the user set it). With the runtime's default (spinning), a thread that spins holds
-  a core that its partner, descheduled by another process, needs: on this project's shared 2-core
-  machine at load ~11 a demo distillation step took 31 s with 2 spinning threads and 2.6 s with 2
-  passive ones (1 thread: about the same as passive); ``benchmarks/bench_demo_threads.py`` measures it.
-  The policy is read when torch loads its OpenMP runtime, so it has to be set before ``import torch``.
+  a core that its partner, descheduled by another process, needs. The policy is read when torch loads
+  its OpenMP runtime, so it has to be set before ``import torch``.
+
+Measured on this project's 2-core VM shared with other developers (its cores ~2.0 busy before every run,
+so never idle), 20 steps of the quick demo's distillation, s/step of the last 10 steps, two passes
+(``benchmarks/bench_demo_threads.py``, 2026-12-01)::
+
+                                  1 thread      2 threads, passive   2 threads, spinning
+    no extra load                 0.81 / 0.62   0.93 / 0.71          2.64 / 1.88
+    + one core kept busy          1.36 / 1.62   0.85 / 1.71          10.16 / > 12 (stopped at 240 s)
+
+and the quick demo at load ~11: 31 s per distillation step with 2 spinning threads, 2.6 s with 2 passive
+ones. So 2 passive threads cost at most ~15 % against 1 thread on a fully loaded machine, while on an idle
+one 2 threads are ~1.6x faster (README: the full demo 9.8 min with 2 threads, 15.8 min with 1): torch's
+default count with passive waiting, whatever the load at the start.
 
 Example (the first lines of a command-line program)::
 
