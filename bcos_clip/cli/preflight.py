@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from bcos_clip.runtime.extras import PACKAGES, require
+from bcos_clip.runtime.extras import require
 
 Need = Tuple[str, str]  # (extra or package name, what of the command line needs it; "": the command)
 
@@ -71,8 +71,12 @@ def _eval(args: argparse.Namespace) -> List[Need]:
     return dataset_needs(_eval_datasets(args)) + model_needs(_flat(_arg(args, "model")) + pairs)
 
 
+REPORTERS = ("tensorboard", "wandb")  # train --report-to backends (open_clip_train's; "all": both)
+
+
 def _train(args: argparse.Namespace) -> List[Need]:
-    reporters = [r for r in str(getattr(args, "report_to", None) or "").split(",") if r in PACKAGES]
+    names = {n.strip() for n in str(_arg(args, "report_to") or "").split(",")}
+    reporters = [r for r in REPORTERS if r in names or "all" in names]
     return [(r, f"--report-to {r}") for r in reporters] + model_needs([_arg(args, "model")])
 
 

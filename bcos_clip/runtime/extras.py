@@ -6,10 +6,11 @@ safetensors, Pillow, ...); the extras add features:
 
 - ``plot`` (matplotlib): nicer charts; without it ``report`` and ``demo`` draw their charts with Pillow;
 - ``hf`` (transformers, datasets): ``hf:`` benchmark datasets and transformers CLIP folders as models;
-- ``serve`` (fastapi, uvicorn, python-multipart): ``bcos-clip serve``.
+- ``serve`` (fastapi, uvicorn, python-multipart): ``bcos-clip serve``;
+- ``wandb``: ``bcos-clip train --report-to wandb``.
 
-Optional packages that are no extra (``tensorboard`` / ``wandb`` for ``train --report-to``, as in
-open_clip_train) are in ``PACKAGES``. The check only looks the modules up (``importlib.util.find_spec``: no import, a few ms),
+Optional packages that are no extra (``tensorboard`` for ``train --report-to tensorboard``) are in
+``PACKAGES``. The check only looks the modules up (``importlib.util.find_spec``: no import, a few ms),
 so a missing package stops a command in its first second, before any model, data or training.
 
 Example::
@@ -28,11 +29,11 @@ EXTRAS: Dict[str, Tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "hf": ("transformers", "datasets"),
     "serve": ("fastapi", "uvicorn", "multipart"),
+    "wandb": ("wandb",),
 }
 # optional packages that are not extras -> (their modules, the pip requirement)
 PACKAGES: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "tensorboard": (("tensorboard",), "tensorboard"),
-    "wandb": (("wandb",), "wandb"),
 }
 
 
