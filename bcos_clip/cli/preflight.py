@@ -71,14 +71,6 @@ def _eval(args: argparse.Namespace) -> List[Need]:
     return dataset_needs(_eval_datasets(args)) + model_needs(_flat(_arg(args, "model")) + pairs)
 
 
-REPORTERS = ("tensorboard", "wandb")  # train --report-to backends (open_clip_train's; "all": both)
-
-
-def _train(args: argparse.Namespace) -> List[Need]:
-    names = {n.strip() for n in str(_arg(args, "report_to") or "").split(",")}
-    reporters = [r for r in REPORTERS if r in names or "all" in names]
-    return [(r, f"--report-to {r}") for r in reporters] + model_needs([_arg(args, "model")])
-
 
 def _nothing(args: argparse.Namespace) -> List[Need]:
     return []
@@ -88,7 +80,7 @@ NEEDS: Dict[str, Callable[[argparse.Namespace], List[Need]]] = {
     "bcosify": lambda a: model_needs([_arg(a, "model")]),
     "eval": _eval,
     "report": _nothing,  # charts: matplotlib when installed, else Pillow
-    "train": _train,
+    "train": lambda a: model_needs([_arg(a, "model")]),  # --report-to backends: train.reporters checks them
     "serve": lambda a: [("serve", "")] + model_needs([_arg(a, "teacher")], "--teacher"),
     "import-official": lambda a: model_needs([_arg(a, "teacher")], "--teacher"),
     "export": _nothing,  # reads and writes bcos_clip checkpoints and model cards

@@ -7,10 +7,9 @@ safetensors, Pillow, ...); the extras add features:
 - ``plot`` (matplotlib): nicer charts; without it ``report`` and ``demo`` draw their charts with Pillow;
 - ``hf`` (transformers, datasets): ``hf:`` benchmark datasets and transformers CLIP folders as models;
 - ``serve`` (fastapi, uvicorn, python-multipart): ``bcos-clip serve``;
-- ``wandb``: ``bcos-clip train --report-to wandb``.
+- ``wandb``: ``bcos-clip train --report-to wandb`` (``train.reporters`` checks its backends itself).
 
-Optional packages that are no extra (``tensorboard`` for ``train --report-to tensorboard``) are in
-``PACKAGES``. The check only looks the modules up (``importlib.util.find_spec``: no import, a few ms),
+The check only looks the modules up (``importlib.util.find_spec``: no import, a few ms),
 so a missing package stops a command in its first second, before any model, data or training.
 
 Example::
@@ -30,10 +29,6 @@ EXTRAS: Dict[str, Tuple[str, ...]] = {
     "hf": ("transformers", "datasets"),
     "serve": ("fastapi", "uvicorn", "multipart"),
     "wandb": ("wandb",),
-}
-# optional packages that are not extras -> (their modules, the pip requirement)
-PACKAGES: Dict[str, Tuple[Tuple[str, ...], str]] = {
-    "tensorboard": (("tensorboard",), "tensorboard"),
 }
 
 
@@ -55,45 +50,39 @@ def installed(module: str) -> bool:
 
 
 def modules_of(name: str) -> Tuple[str, ...]:
-    """The modules of extra or package ``name``; KeyError naming the known ones."""
-    if name in EXTRAS:
-        return EXTRAS[name]
-    if name in PACKAGES:
-        return PACKAGES[name][0]
-    raise KeyError(f"unknown optional dependency {name!r} (extras: {', '.join(EXTRAS)}; "
-                   f"packages: {', '.join(PACKAGES)})")
+    """The modules of extra ``name``; KeyError naming the known ones."""
+    if name not in EXTRAS:
+        raise KeyError(f"unknown extra {name!r} (extras: {', '.join(EXTRAS)})")
+    return EXTRAS[name]
 
 
 def missing(name: str) -> List[str]:
-    """The modules of extra or package ``name`` that are not installed ([] = all there)."""
+    """The modules of extra ``name`` that are not installed ([] = all there)."""
     return [m for m in modules_of(name) if not installed(m)]
 
 
 def available(name: str) -> bool:
-    """Whether every module of extra or package ``name`` is installed."""
+    """Whether every module of extra ``name`` is installed."""
     return not missing(name)
 
 
 def install_hint(name: str) -> str:
-    """The pip command that installs extra or package ``name``."""
-    if name in EXTRAS:
-        return f"pip install 'bcos_clip[{name}]'"
+    """The pip command that installs extra ``name``."""
     modules_of(name)
-    return f"pip install {PACKAGES[name][1]}"
+    return f"pip install 'bcos_clip[{name}]'"
 
 
 def require(name: str, purpose: str = "") -> None:
     """Raise :class:`MissingExtra` (one line: what needs it, what is missing, the pip command) unless every
-    module of extra or package ``name`` is installed. ``purpose``: what needs it (``"dataset hf:/data/x"``;
+    module of extra ``name`` is installed. ``purpose``: what needs it (``"dataset hf:/data/x"``;
     "" when the caller names itself, as the CLI's ``bcos-clip serve: error: ...`` does)."""
     absent = missing(name)
     if absent:
-        what = f"the '{name}' extra" if name in EXTRAS else f"the {name} package"
         verb = "is" if len(absent) == 1 else "are"
         names = ", ".join(DISTRIBUTION_NAMES.get(m, m) for m in absent)
-        raise MissingExtra(f"{purpose + ' ' if purpose else ''}needs {what} ({names} {verb} not installed): "
-                           f"{install_hint(name)}")
+        who = f"{purpose} " if purpose else ""
+        raise MissingExtra(f"{who}needs the '{name}' extra ({names} {verb} not installed): {install_hint(name)}")
 
 
-__all__ = ["DISTRIBUTION_NAMES", "EXTRAS", "PACKAGES", "MissingExtra", "available", "install_hint", "installed", "missing",
+__all__ = ["DISTRIBUTION_NAMES", "EXTRAS", "MissingExtra", "available", "install_hint", "installed", "missing",
            "modules_of", "require"]
