@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
+from bcos_clip.apps.demo.config import DemoConfig
 from bcos_clip.apps.demo.evaluate import DemoModel, evaluate_model, suite_for
+from bcos_clip.apps.demo.settings import load_settings
 from bcos_clip.apps.demo.stages import StageRunner
 from bcos_clip.runtime.hashing import file_digest
 from bcos_clip.data.shapes.writer import build_world
@@ -59,7 +61,7 @@ def main() -> None:
     meta = json.loads(ckpt.with_suffix(".json").read_text())["teacher"]
     teacher = DemoModel("teacher", str(ckpt.with_suffix(".json")), str(ckpt), file_digest(ckpt), "teacher")
     res = evaluate_model(StageRunner(folder), folder / "eval", teacher, world, suite_for("demo", [ZERO_SHOT]),
-                         {"batch_size": 256}, "cpu")
+                         load_settings(DemoConfig(arch=args.arch)).eval, "cpu")
     acc = {ds: round(row["metrics"]["acc1"], 4) for ds, row in res[ZERO_SHOT].items()}
     row = {"name": args.name, "seed": args.seed, "world": str(world.root), "config": meta["key"]["config"],
            "vision": vision, "acc1": acc, "final_loss": round(meta["final_loss"], 4),

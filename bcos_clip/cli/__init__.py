@@ -3,18 +3,25 @@
 Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)`` (which
 registers the subcommand and sets ``func=run``) and ``run(args) -> int``. Bad input of any subcommand
 ends as one line on stderr and exit code 2 (``bcos_clip.cli.errors``); numeric flags are checked while
-parsing (``bcos_clip.cli.types``).
+parsing (``bcos_clip.cli.types``). Before a subcommand runs, ``bcos_clip.cli.preflight`` checks the
+optional dependencies its command line needs (``NEEDS``: one entry per subcommand). Torch threads follow
+``bcos_clip.runtime.threads`` (torch's default count; OpenMP threads wait passively).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import sys
-from typing import List, Optional
+from bcos_clip.runtime.threads import prefer_passive_waiting
 
-from bcos_clip.cli.errors import OneLineParser, describe, expected_errors
-from bcos_clip.cli.types import log_level
+prefer_passive_waiting()  # OpenMP threads wait without spinning; read when torch loads, so before any import of it
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+from bcos_clip.cli.errors import OneLineParser, describe, expected_errors  # noqa: E402
+from bcos_clip.cli.preflight import check  # noqa: E402
+from bcos_clip.cli.types import log_level  # noqa: E402
 
 # One module per subcommand, imported lazily so `bcos-clip X --help` stays quick.
 SUBCOMMANDS = ("bcosify", "eval", "report", "train", "serve", "import-official", "export", "explain", "localize", "bench", "demo")
@@ -42,6 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        check(args.command, args)  # optional dependencies, before any work (one line naming the extra)
         return int(args.func(args) or 0)
     except expected_errors() as exc:
         # One clear line for bad input; the traceback is available with --log-level DEBUG. Other

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=integer, default=0, help="seed of the world, the teacher and the students")
     p.add_argument("--settings", default=None, help="a demo settings YAML (default: the shipped configs/demo.yaml)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: the cores other processes leave idle, at least 1)")
+                   help="torch CPU threads (default: torch's, one per physical core)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     p.add_argument("--compare-losses", action="store_true",
                    help="also distil a student with each loss of the settings' compare.losses (siglip, cosine) "

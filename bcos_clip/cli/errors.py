@@ -28,14 +28,17 @@ def expected_errors() -> Tuple[Type[BaseException], ...]:
 
     OSError covers FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
     PermissionError and PIL's UnidentifiedImageError; ValueError covers json.JSONDecodeError and
-    UnicodeDecodeError; RuntimeError the library's "cannot do this with these inputs" errors.
+    UnicodeDecodeError; RuntimeError the library's "cannot do this with these inputs" errors; MissingExtra
+an optional dependency the command line needs (``bcos_clip.cli.preflight``).
     """
     import yaml
     from PIL import Image
     from safetensors import SafetensorError
 
+    from bcos_clip.runtime.extras import MissingExtra
+
     return (OSError, ValueError, KeyError, RuntimeError, OverflowError, yaml.YAMLError,
-            Image.DecompressionBombError, SafetensorError)
+            Image.DecompressionBombError, SafetensorError, MissingExtra)
 
 
 def _yaml_message(exc: BaseException) -> str:

@@ -1,13 +1,15 @@
 """Bar chart of group means (one panel per task, one bar per model in each group): matplotlib when
 installed, else a plain Pillow drawing. ``PLOTTERS[name](data, path)``.
 
-The one chart palette of the project (``PALETTE``, ``NEUTRAL``; ``rgb01`` for matplotlib) and the Agg
-``pyplot`` live here; the demo's figures use them too."""
+The one chart palette of the project (``PALETTE``, ``NEUTRAL``; ``rgb01`` for matplotlib), the Agg
+``pyplot`` and the choice between the two (``default_backend``) live here; the demo's figures use them too."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from bcos_clip.runtime.extras import available
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,11 @@ NEUTRAL = (154, 165, 177)  # bars that are not the subject of a chart (e.g. base
 def rgb01(color: Tuple[int, int, int]) -> Tuple[float, float, float]:
     """A palette colour (0-255) as matplotlib's (0-1) RGB."""
     return color[0] / 255, color[1] / 255, color[2] / 255
+
+
+def default_backend() -> str:
+    """"matplotlib" when the ``plot`` extra is installed, else "pillow" (looked up, not imported)."""
+    return "matplotlib" if available("plot") else "pillow"
 
 
 def pyplot() -> Any:
@@ -97,13 +104,7 @@ PLOTTERS: Dict[str, Callable[[GroupMeans, Path], Path]] = {"matplotlib": plot_ma
 
 def bar_chart(data: GroupMeans, path: Path, backend: Optional[str] = None) -> Path:
     """Write the chart to ``path`` (PNG); ``backend`` None = matplotlib if importable, else Pillow."""
-    if backend is None:
-        try:
-            import matplotlib  # noqa: F401
-
-            backend = "matplotlib"
-        except ImportError:
-            backend = "pillow"
+    backend = backend or default_backend()
     if backend not in PLOTTERS:
         raise ValueError(f"plot backend {backend!r}: choose one of {', '.join(PLOTTERS)}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bcos_clip.apps.demo.settings import EvalSettings
 from bcos_clip.apps.demo.stages import StageRunner
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.evaluation import EvalConfig, ModelHandle, ProbeConfig, load_suite, run_suite
@@ -19,7 +20,6 @@ from bcos_clip.evaluation.suite_files import Suite
 from bcos_clip.runtime.runfiles import RESULTS_DIR
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ def suite_for(name: str, tasks: Optional[Sequence[str]] = None) -> Suite:
     return replace(suite, entries=entries)
 
 
-def eval_config(eval_dir: Path, label: str, world: WorldPaths, settings: Dict[str, Any], device: str) -> EvalConfig:
+def eval_config(eval_dir: Path, label: str, world: WorldPaths, settings: EvalSettings, device: str) -> EvalConfig:
     """Results of ``label`` under ``eval_dir/results/<label>``; one shared feature/classifier cache."""
-    probe = ProbeConfig(epochs=int(settings.get("probe_epochs") or 20), device=device)
+    probe = ProbeConfig(epochs=settings.probe_epochs, device=device)
     return EvalConfig(output=str(eval_dir / RESULTS_DIR / label), dataset_root=str(world.wds_root / "{dataset}"),
-                      cache_dir=str(eval_dir / "cache"), batch_size=int(settings.get("batch_size") or 256),
+                      cache_dir=str(eval_dir / "cache"), batch_size=settings.batch_size,
                       workers=0, device=device, probe=probe)
 
 
@@ -73,7 +73,7 @@ def _records(records: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 
 def evaluate_model(runner: StageRunner, eval_dir: Path, m: DemoModel, world: WorldPaths, suite: Suite,
-                   settings: Dict[str, Any], device: str) -> Dict[str, Dict[str, Any]]:
+                   settings: EvalSettings, device: str) -> Dict[str, Dict[str, Any]]:
     """Evaluate one model on ``suite`` (or reuse its results). Returns {task: {dataset: row}}."""
     cfg = eval_config(eval_dir, m.label, world, settings, device)
     entries = [(e.dataset, e.task, e.group) for e in suite.entries]

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from bcos_clip.apps.demo.settings import ExplainSettings
 from bcos_clip.data.shapes.scene import (COLORS, QUADRANTS, SHAPES, Scene, make_object, quadrant_box,
                                          render_scene, sample_background, sample_rng)
 from bcos_clip.explain import Explanation, explain
@@ -79,18 +80,18 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-")[:40]
 
 
-def explain_figures(student: torch.nn.Module, out_dir: Path, settings: Dict[str, Any], seed: int) -> Dict[str, Any]:
+def explain_figures(student: torch.nn.Module, out_dir: Path, settings: ExplainSettings, seed: int) -> Dict[str, Any]:
     """Explain the configured scenes with the configured prompts; write the sheets and pair panels.
 
     Returns {"scenes", "prompts", "templates", "scores" (N x K cosines), "bias", "top_prompt",
     "completeness", "files": {"colour", "heatmap", "pairs": [...]}} with paths relative to out_dir's parent.
     """
-    scenes = [list(s) for s in settings.get("scenes") or []]
-    prompts = list(settings.get("prompts") or [])
+    scenes = [list(s) for s in settings.scenes]
+    prompts = list(settings.prompts)
     if not scenes or not prompts:
         raise ValueError("demo settings 'explain': give at least one scene and one prompt")
-    templates = settings.get("templates") or None
-    cell = int(settings.get("cell") or 128)
+    templates = list(settings.templates) if settings.templates else None
+    cell = settings.cell
     images = scene_images(scenes, int(student.image_size), seed)
     e = explain(student, images, prompts, templates, return_weights=True).cpu()
     names = [scene_name(s) for s in scenes]

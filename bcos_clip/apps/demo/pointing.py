@@ -8,12 +8,14 @@ method (mean, std, per-grid scores) and ``examples.png`` (one grid, a row of map
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import torch
 from PIL import Image
 
+from bcos_clip.apps.demo.settings import PointingSettings
 from bcos_clip.data.readers.wds import open_wds_benchmark
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.explain.pointing import PointingGameResult, collect_confident, grid_pointing_game, select_confident
@@ -27,18 +29,18 @@ log = logging.getLogger(__name__)
 STUDENT_METHOD = "bcos"
 
 
-def confident_pool(model: torch.nn.Module, world: WorldPaths, settings: Dict[str, Any]) -> Dict[str, Any]:
+def confident_pool(model: torch.nn.Module, world: WorldPaths, settings: PointingSettings) -> Dict[str, Any]:
     """Read the pointing dataset's test split and keep up to ``per_class`` images per class that
     ``model`` classifies correctly and confidently. Returns {"pool": {class: (M, 3, H, W) uint8},
     "classnames", "templates"}; the teacher's confidence is checked later by the game itself."""
-    name = str(settings.get("dataset") or "shapes_natural")
+    name = settings.dataset
     bench = open_wds_benchmark(name, str(world.wds_root / "{dataset}"))
     if bench.kind != "classification":
         raise ValueError(f"demo settings 'pointing': dataset {name!r} is {bench.kind}, not classification")
     device = next(model.parameters()).device
     text = prompt_embeddings(model, bench.classnames, bench.templates, device)
-    pool = collect_confident(model, bench.torch_dataset("test", model.preprocess), text,
-                             int(settings.get("per_class") or 8), threshold=float(settings.get("threshold", 0.5)))
+    pool = collect_confident(model, bench.torch_dataset("test", model.preprocess), text, settings.per_class,
+                             threshold=settings.threshold)
     return {"pool": pool, "classnames": list(bench.classnames), "templates": list(bench.templates),
             "dataset": name}
 
@@ -58,11 +60,11 @@ def joint_pool(data: Dict[str, Any], models: Sequence[torch.nn.Module], threshol
     return out
 
 
-def _restrict(data: Dict[str, Any], models: Sequence[torch.nn.Module], settings: Dict[str, Any]) -> str:
+def _restrict(data: Dict[str, Any], models: Sequence[torch.nn.Module], settings: PointingSettings) -> str:
     """Keep the pool images every model classifies correctly and confidently; a reason ("" if none)
     why no grid can be drawn from what is left."""
-    grid = int(settings.get("grid") or 3)
-    data["pool"] = joint_pool(data, models, float(settings.get("threshold", 0.5)))
+    grid = settings.grid
+    data["pool"] = joint_pool(data, models, settings.threshold)
     if len(data["pool"]) >= grid * grid:
         return ""
     reason = (f"only {len(data['pool'])} classes of {data['dataset']} have test images that all "
@@ -72,11 +74,10 @@ def _restrict(data: Dict[str, Any], models: Sequence[torch.nn.Module], settings:
 
 
 def _play(model: torch.nn.Module, others: Sequence[torch.nn.Module], data: Dict[str, Any], method: str,
-          settings: Dict[str, Any], seed: int) -> PointingGameResult:
-    return grid_pointing_game(model, data["pool"], data["classnames"], data["templates"],
-                              grid=int(settings.get("grid") or 3), n_grids=int(settings.get("n_grids") or 100),
-                              seed=seed, method=method, threshold=float(settings.get("threshold", 0.5)),
-                              select_with=list(others), n_examples=int(settings.get("n_examples", 1)))
+          settings: PointingSettings, seed: int) -> PointingGameResult:
+    return grid_pointing_game(model, data["pool"], data["classnames"], data["templates"], grid=settings.grid,
+                              n_grids=settings.n_grids, seed=seed, method=method, threshold=settings.threshold,
+                              select_with=list(others), n_examples=settings.n_examples)
 
 
 def _summary(result: PointingGameResult, model: str) -> Dict[str, Any]:
@@ -113,7 +114,7 @@ def examples_figure(results: Sequence[PointingGameResult], labels: Sequence[str]
 
 
 def pointing_game(student: torch.nn.Module, teacher: torch.nn.Module, world: WorldPaths, out_dir: Path,
-                  settings: Dict[str, Any], seed: int) -> Dict[str, Any]:
+                  settings: PointingSettings, seed: int) -> Dict[str, Any]:
     """Play the game for the student (B-cos contributions) and for every baseline on the teacher.
 
     Returns {"dataset", "methods": {name: summary}, "files": {"examples": ...}}; method names are
@@ -123,7 +124,7 @@ def pointing_game(student: torch.nn.Module, teacher: torch.nn.Module, world: Wor
     reason = _restrict(data, [student, teacher], settings)
     if reason:
         return {"dataset": data["dataset"], "skipped": reason, "methods": {}, "files": {}}
-    baselines = list(settings.get("baselines") or [])
+    baselines = list(settings.baselines)
     results, labels, methods = [], [], {}
     res = _play(student, [teacher], data, STUDENT_METHOD, settings, seed)
     results.append(res)
@@ -143,7 +144,7 @@ def pointing_game(student: torch.nn.Module, teacher: torch.nn.Module, world: Wor
 
 
 def students_game(students: Dict[str, torch.nn.Module], teacher: torch.nn.Module, world: WorldPaths,
-                  settings: Dict[str, Any], seed: int) -> Dict[str, Any]:
+                  settings: PointingSettings, seed: int) -> Dict[str, Any]:
     """The B-cos game for several students on the same grids (images every student and the teacher
     classify correctly and confidently). Returns {"methods": {label: summary}} or {"skipped": reason}."""
     data = confident_pool(teacher, world, settings)
@@ -154,6 +155,6 @@ def students_game(students: Dict[str, torch.nn.Module], teacher: torch.nn.Module
     out = {}
     for label, model in students.items():
         res = _play(model, [teacher] + [m for m in models if m is not model], data, STUDENT_METHOD,
-                    {**settings, "n_examples": 0}, seed)
+                    replace(settings, n_examples=0), seed)
         out[label] = _summary(res, label)
     return {"methods": out}

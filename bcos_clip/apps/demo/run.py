@@ -7,7 +7,7 @@ demo suite (zero-shot, linear probe, retrieval) -> explanations (scenes x prompt
 output folder. With ``compare_losses`` (``--compare-losses``) two more students (settings' ``compare``
 losses, siglip and cosine) are distilled and compared on zero-shot and the pointing game.
 
-Settings are data (``configs/demo.yaml``, see ``config``); every stage is cached
+Settings are data (``configs/demo.yaml``, read once into ``settings.DemoSettings``); every stage is cached
 (``stages``), so a second run reuses the world, the teacher and all finished stages.
 
 Example::
@@ -28,10 +28,11 @@ from typing import Any, Dict, List
 
 import torch
 
-from bcos_clip.apps.demo.config import DemoConfig, default_threads, load_settings
+from bcos_clip.apps.demo.config import DemoConfig
 from bcos_clip.apps.demo.evaluate import DemoModel, evaluate_model, group_means, suite_for
 from bcos_clip.apps.demo.explanations import explain_figures
 from bcos_clip.apps.demo.figures import loss_chart, loss_curves, pointing_chart, world_samples
+from bcos_clip.apps.demo.settings import DemoSettings, as_dict, load_settings
 from bcos_clip.apps.demo.folder import claim_demo_folder
 from bcos_clip.apps.demo.pointing import pointing_game, students_game
 from bcos_clip.apps.demo.report import check_targets, group_chance, retention, write_report
@@ -41,10 +42,12 @@ from bcos_clip.data.shapes.world import task_classnames
 from bcos_clip.data.shapes.writer import WorldPaths, build_world
 from bcos_clip.data.stream.calibration import calibration_batches
 from bcos_clip.evaluation import build_report
+from bcos_clip.evaluation.plot import default_backend
 from bcos_clip.models import bcosify, load_clip, recalibrate_batchnorm, resolve_model, save
 from bcos_clip.nn.norms import UncenteredBatchNorm2d
 from bcos_clip.runtime.hashing import file_digest
 from bcos_clip.runtime.runfiles import RESULTS_DIR, SUMMARY, WORLD_MARKER, read_metrics, world_args
+from bcos_clip.runtime.threads import set_threads, wait_policy
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +55,21 @@ ZERO_SHOT = "zeroshot_classification"
 CALIBRATION = (10, 32)  # BatchNorm refit of the B-cosified column: batches x images
 
 
-def _world(cfg: DemoConfig, settings: Dict[str, Any], out: Path) -> WorldPaths:
-    kwargs = {k: v for k, v in settings["world"].items() if v is not None}
-    return build_world(out / "world", quick=cfg.quick, seed=cfg.seed, **kwargs)
+def _world(cfg: DemoConfig, settings: DemoSettings, out: Path) -> WorldPaths:
+    w = settings.world
+    return build_world(out / "world", quick=cfg.quick, seed=cfg.seed, n_train=w.n_train,
+                       n_eval_per_class=w.n_eval_per_class, image_size=w.image_size)
 
 
 def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, out: Path,
-               distill: Dict[str, Any]) -> Dict[str, Any]:
+               settings: DemoSettings) -> Dict[str, Any]:
     """The teacher's B-cosified tower before any training (the students' conversion settings), its
     BatchNorm statistics refitted on CALIBRATION = (batches, batch size) training images (without, B = 2
     shrinks RN embeddings to 0), saved as a checkpoint (a report column)."""
     folder = out / "bcosified"
-    spec = {"b": float(distill.get("bcos_b", 2.0)), "bias": bool(distill.get("bcos_bias", False)),
-            "qk": str(distill.get("bcos_qk", "bcos")), "layernorm": str(distill.get("bcos_layernorm", "centered")),
-            "positional": str(distill.get("bcos_positional", "bias"))}
+    student = settings.train_config(model=teacher["model"], train_data=world.train_shards, output=str(folder))
+    spec = {"b": student.bcos_b, "bias": student.bcos_bias, "qk": student.bcos_qk,
+            "layernorm": student.bcos_layernorm, "positional": student.bcos_positional}
 
     def work() -> Dict[str, Any]:
         clip, _, _ = load_clip(teacher["model"], teacher["pretrained"])
@@ -82,18 +86,18 @@ def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, 
                       clear=[folder])
 
 
-def _students(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
+def _students(runner: StageRunner, cfg: DemoConfig, settings: DemoSettings, world: WorldPaths,
               teacher: Dict[str, str], out: Path) -> Dict[str, Dict[str, Any]]:
     """The main student (settings' loss) and, with ``cfg.compare_losses``, one per comparison loss;
     {loss: stage result}."""
-    main = settings["distill"].get("loss", "text_kd")
+    main = settings.main_loss
     students = {main: distill_stage(runner, f"distill_{main}", distill_config(
-        world, teacher, out / "students" / main, settings["distill"], cfg.seed, cfg.device), teacher["digest"])}
-    for loss in (settings["compare"].get("losses") or []) if cfg.compare_losses else []:
+        world, teacher, out / "students" / main, settings, cfg.seed, cfg.device), teacher["digest"])}
+    for loss in settings.compare.losses if cfg.compare_losses else ():
         if loss == main:
             continue
-        c = distill_config(world, teacher, out / "students" / loss, settings["distill"], cfg.seed, cfg.device,
-                           loss=loss, steps=settings["compare"].get("steps"))
+        c = distill_config(world, teacher, out / "students" / loss, settings, cfg.seed, cfg.device,
+                           loss=loss, steps=settings.compare.steps)
         students[loss] = distill_stage(runner, f"distill_{loss}", c, teacher["digest"])
     return students
 
@@ -108,13 +112,13 @@ def _demo_models(teacher: Dict[str, str], bcosified: Dict[str, Any], students: D
     return models
 
 
-def _evaluate(runner: StageRunner, models: List[DemoModel], world: WorldPaths, settings: Dict[str, Any],
+def _evaluate(runner: StageRunner, models: List[DemoModel], world: WorldPaths, settings: DemoSettings,
               out: Path, device: str) -> Dict[str, Dict[str, Any]]:
     """Teacher and main student on the whole suite; the others on zero-shot classification only."""
-    full = suite_for(settings["eval"].get("suite") or "demo")
-    zero_shot = suite_for(settings["eval"].get("suite") or "demo", [ZERO_SHOT])
+    full = suite_for(settings.eval.suite)
+    zero_shot = suite_for(settings.eval.suite, [ZERO_SHOT])
     return {m.label: evaluate_model(runner, out / "eval", m, world, full if m.label in ("teacher", "student")
-                                    else zero_shot, settings["eval"], device) for m in models}
+                                    else zero_shot, settings.eval, device) for m in models}
 
 
 def _zeroshot_table(results: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
@@ -157,13 +161,13 @@ def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -
             f"figures/{loss_chart(rows, s['compare']['chance'], fig / 'loss_comparison.png').name}"
 
 
-def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths,
+def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: DemoSettings, world: WorldPaths,
                        models: List[DemoModel], out: Path) -> Dict[str, Any]:
     teacher_m, student_m = models[0], models[1]
     students = [m for m in models if m.kind == "student"]
-    explain_args = {"student": student_m.digest, "settings": settings["explain"], "seed": cfg.seed}
-    game = {k: v for k, v in settings["pointing"].items() if k != "target_margin"}  # a verdict, not the game's
-    point_args = {"student": student_m.digest, "teacher": teacher_m.digest, "settings": game,
+    explain_args = {"student": student_m.digest, "settings": as_dict(settings.explain), "seed": cfg.seed}
+    game = settings.pointing
+    point_args = {"student": student_m.digest, "teacher": teacher_m.digest, "settings": game.game(),
                   "seed": cfg.seed, "world": str(world.root)}
     loaded: Dict[str, Any] = {}
 
@@ -173,7 +177,7 @@ def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str,
         return loaded[m.label]
 
     explained = runner.run("explain", explain_args, lambda: explain_figures(
-        get(student_m), out / "explanations", settings["explain"], cfg.seed), clear=[out / "explanations"])
+        get(student_m), out / "explanations", settings.explain, cfg.seed), clear=[out / "explanations"])
     pointed = runner.run("pointing", point_args, lambda: pointing_game(
         get(student_m), get(teacher_m), world, out / "pointing", game, cfg.seed),
         clear=[out / "pointing"])
@@ -188,19 +192,20 @@ def _explain_and_point(runner: StageRunner, cfg: DemoConfig, settings: Dict[str,
 
 
 def _machine() -> Dict[str, Any]:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "omp_wait_policy": wait_policy(),
+            "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teacher: Dict[str, str],
+def _summary(cfg: DemoConfig, settings: DemoSettings, world: WorldPaths, teacher: Dict[str, str],
              students: Dict[str, Dict[str, Any]], results: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    main = settings["distill"].get("loss", "text_kd")
+    main = settings.main_loss
     groups = dict(world.groups)
     chance = {ds: 1.0 / len(task_classnames(ds)) for ds in world.tasks}
     g_chance = group_chance(chance, groups)
     zs = _zeroshot_table(results)
     teacher_g, student_g = group_means(results["teacher"], ZERO_SHOT), group_means(results["student"], ZERO_SHOT)
-    return {"config": asdict(cfg), "settings": settings, "machine": _machine(),
+    return {"config": asdict(cfg), "settings": as_dict(settings), "machine": _machine(),
             "world": {"root": str(world.root), "n_train": world.n_train, "groups": groups,
                       "n_eval_per_class": world_args(world.root).get("n_eval_per_class"),
                       "image_size": world.image_size, "seed": world.seed},
@@ -209,7 +214,7 @@ def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teach
             "retention": {"student": {g: retention(student_g.get(g), teacher_g.get(g), c)
                                       for g, c in g_chance.items()}},
             "group_means": {label: group_means(r, ZERO_SHOT) for label, r in results.items()},
-            "compare": {"chance": g_chance, "steps": settings["compare"].get("steps"),
+            "compare": {"chance": g_chance, "steps": settings.compare.steps,
                         "curves": {loss: read_metrics(Path(s["checkpoint"]).parents[1])
                                    for loss, s in students.items()}},
             "files": {}, "main_loss": main}
@@ -218,17 +223,20 @@ def _summary(cfg: DemoConfig, settings: Dict[str, Any], world: WorldPaths, teach
 def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     """Run (or resume) the demo into ``cfg.output``; returns the summary also written to summary.json."""
     settings = load_settings(cfg)
-    torch.set_num_threads(cfg.threads or default_threads())
-    log.info("demo: %d torch threads on %s CPU cores", torch.get_num_threads(), os.cpu_count())
+    log.info("demo: %d torch threads on %s CPU cores (OpenMP wait policy: %s)", set_threads(cfg.threads),
+             os.cpu_count(), wait_policy())
+    if default_backend() == "pillow":
+        log.info("demo: matplotlib (the 'plot' extra) is not installed: charts are drawn with Pillow "
+                 "(pip install 'bcos_clip[plot]' for matplotlib's)")
     out = claim_demo_folder(Path(cfg.output))  # only a new, empty or demo-made folder
     runner, wall0, cpu0 = StageRunner(out), time.perf_counter(), cpu_seconds()
     world = runner.timed("world", lambda: _world(cfg, settings, out), output=out / "world" / WORLD_MARKER)
-    teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings["teacher"],
+    teacher = runner.timed("teacher", lambda: teacher_paths(world, out / "teacher", cfg.arch, settings.teacher,
                                                              cfg.seed, cfg.quick),
                            output=out / "teacher" / f"teacher_{cfg.arch}.pt")
-    bcosified = _bcosified(runner, teacher, world, out, settings["distill"])
+    bcosified = _bcosified(runner, teacher, world, out, settings)
     students = _students(runner, cfg, settings, world, teacher, out)
-    main = settings["distill"].get("loss", "text_kd")
+    main = settings.main_loss
     models = _demo_models(teacher, bcosified, students, main)
     results = _evaluate(runner, models, world, settings, out, cfg.device)
     s = _summary(cfg, settings, world, teacher, students, results)

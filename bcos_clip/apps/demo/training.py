@@ -12,27 +12,27 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from bcos_clip.apps.demo.settings import DemoSettings, TeacherSettings
 from bcos_clip.apps.demo.stages import StageRunner
 from bcos_clip.apps.demo.teacher import pretrain_teacher
 from bcos_clip.data.shapes.writer import WorldPaths
 from bcos_clip.runtime.hashing import file_digest
 from bcos_clip.runtime.runfiles import read_metrics
 from bcos_clip.train import TrainConfig, train
-from bcos_clip.train.config import normalize_keys
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "latest"
 
 
-def teacher_paths(world: WorldPaths, out_dir: Path, arch: str, settings: Dict[str, Any], seed: int,
+def teacher_paths(world: WorldPaths, out_dir: Path, arch: str, settings: TeacherSettings, seed: int,
                   quick: bool) -> Dict[str, str]:
     """Train (or reuse) the teacher. Returns {"model": its JSON config, "pretrained": its weights,
     "digest": a digest of the weights} (``bcos_clip.load_clip(model, pretrained)`` loads it)."""
-    ckpt = pretrain_teacher(world, out_dir, arch=arch, steps=settings.get("steps"),
-                            batch_size=int(settings.get("batch_size") or 128), lr=settings.get("lr"),
-                            seed=seed, quick=quick, warmup=settings.get("warmup"),
-                            weight_decay=settings.get("weight_decay"), vision=settings.get("vision"))
+    vision = dict(settings.vision) if settings.vision is not None else None
+    ckpt = pretrain_teacher(world, out_dir, arch=arch, steps=settings.steps, batch_size=settings.batch_size,
+                            lr=settings.lr, seed=seed, quick=quick, warmup=settings.warmup,
+                            weight_decay=settings.weight_decay, vision=vision)
     return {"model": str(ckpt.with_suffix(".json")), "pretrained": str(ckpt), "digest": file_digest(ckpt)}
 
 
@@ -45,19 +45,15 @@ def teacher_log(teacher: Dict[str, str]) -> Dict[str, Any]:
             "final_loss": meta.get("final_loss")}
 
 
-def distill_config(world: WorldPaths, teacher: Dict[str, str], output: Path, settings: Dict[str, Any],
+def distill_config(world: WorldPaths, teacher: Dict[str, str], output: Path, settings: DemoSettings,
                    seed: int, device: str, loss: Optional[str] = None,
                    steps: Optional[int] = None) -> TrainConfig:
-    """The TrainConfig of one student: the ``distill`` settings, optionally another loss / step count."""
-    values = normalize_keys(settings, "demo settings 'distill'")
-    if loss is not None:
-        values["loss"] = loss
-    if steps is not None:
-        values["steps"] = steps
-    values.setdefault("save_every", 10 ** 9)  # one checkpoint, at the end
-    values.setdefault("log_every", 10)
-    return TrainConfig(model=teacher["model"], pretrained=teacher["pretrained"], train_data=world.train_shards,
-                       output=str(output), seed=seed, device=device, **values)
+    """The TrainConfig of one student: the ``distill`` settings, optionally another loss / step count
+    (None: the settings'), and what the demo sets itself (``DEMO_OWNED``: one checkpoint, at the end)."""
+    overrides = {k: v for k, v in (("loss", loss), ("steps", steps)) if v is not None}
+    return settings.train_config(model=teacher["model"], pretrained=teacher["pretrained"],
+                                 train_data=world.train_shards, output=str(output), seed=seed, device=device,
+                                 **overrides)
 
 
 def _run_distill(cfg: TrainConfig) -> Dict[str, Any]:
