@@ -172,3 +172,11 @@ def test_validation_errors_and_the_modelled_code(tmp_path):
     bad.write_text(json.dumps({"rows": 3}))
     with pytest.raises(ValueError, match="'rows' list"):
         bench_validate.load_measured(str(bad))
+
+
+def test_default_measured_rows_are_the_repositorys_h200_run():
+    """Without --measured the accounting validates against benchmarks/results/h200_bench_2026-11-26.json
+    (the house move had left the default pointing inside the package: no validation, silently)."""
+    measured = bench_validate.load_measured(None)
+    assert measured is not None and measured["rows"]
+    assert bench_validate.device_of(measured).endswith("benchmarks/results/h200_bench_2026-11-26.json)")
