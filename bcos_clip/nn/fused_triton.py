@@ -101,28 +101,9 @@ if triton is not None:
         tl.store(s_ptr + n * P + offs_p, acc, mask=mask_p)
 
     @triton.jit
-    def _scale_fwd_kernel(z_ptr, s_ptr, y_ptr, C, P, sN, sC, sP, eps, bm1,
-                          B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        pb = tl.program_id(0)
-        n = tl.program_id(1).to(tl.int64)
-        offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-        mask_p = offs_p < P
-        s = tl.load(s_ptr + n * P + offs_p, mask=mask_p, other=1.0).to(tl.float32)
-        inv = (1.0 / tl.sqrt(s + eps))[:, None]
-        off = n * sN + offs_p.to(tl.int64)[:, None] * sP
-        for c0 in range(0, C, BLOCK_C):
-            offs_c = c0 + tl.arange(0, BLOCK_C)
-            m = mask_p[:, None] & (offs_c < C)[None, :]
-            o = off + offs_c[None, :] * sC
-            z = tl.load(z_ptr + o, mask=m, other=0.0).to(tl.float32)
-            f = tl.abs(z) * inv
-            if not B_IS_2:
-                f = tl.exp2(bm1 * tl.log2(f))
-            tl.store(y_ptr + o, (z * f).to(y_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _scale_fwd_stats_kernel(z_ptr, s_ptr, y_ptr, mean_ptr, m2_ptr, cnt_ptr, C, P, sN, sC, sP, eps, bm1,
-                                B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _scale_fwd_kernel(z_ptr, s_ptr, y_ptr, mean_ptr, m2_ptr, cnt_ptr, C, P, sN, sC, sP, eps, bm1,
+                          B_IS_2: tl.constexpr, STATS: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_C: tl.constexpr):
         pb = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
         row = n * tl.num_programs(0) + pb
@@ -142,13 +123,15 @@ if triton is not None:
                 f = tl.exp2(bm1 * tl.log2(f))
             y = (z * f).to(y_ptr.dtype.element_ty)
             tl.store(y_ptr + o, y, mask=m)
-            yf = tl.where(m, y.to(tl.float32), 0.0)
-            mean = tl.sum(yf, axis=0) / cnt
-            d = tl.where(m, yf - mean[None, :], 0.0)
-            mask_c = offs_c < C
-            tl.store(mean_ptr + row * C + offs_c, mean, mask=mask_c)
-            tl.store(m2_ptr + row * C + offs_c, tl.sum(d * d, axis=0), mask=mask_c)
-        tl.store(cnt_ptr + row, cnt)
+            if STATS:  # Chan's partials of the stored (rounded) y over this program's positions
+                yf = tl.where(m, y.to(tl.float32), 0.0)
+                mean = tl.sum(yf, axis=0) / cnt
+                d = tl.where(m, yf - mean[None, :], 0.0)
+                mask_c = offs_c < C
+                tl.store(mean_ptr + row * C + offs_c, mean, mask=mask_c)
+                tl.store(m2_ptr + row * C + offs_c, tl.sum(d * d, axis=0), mask=mask_c)
+        if STATS:
+            tl.store(cnt_ptr + row, cnt)
 
     @triton.jit
     def _bn_finalize_kernel(mean_ptr, m2_ptr, cnt_ptr, w_ptr, rv_ptr, out_ptr, R, C, total, momentum, unbias,
@@ -237,8 +220,8 @@ def scale_fwd(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) 
     y = torch.empty_like(z)
     n, c, p, sn, sc, sp = view3(z, dim)
     bp, bc, nw = _blocks(c, sc)
-    _scale_fwd_kernel[(triton.cdiv(p, bp), n)](z, s, y, c, p, sn, sc, sp, eps, b - 1.0,
-                                               B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    _scale_fwd_kernel[(triton.cdiv(p, bp), n)](z, s, y, s, s, s, c, p, sn, sc, sp, eps, b - 1.0, B_IS_2=b == 2.0,
+                                               STATS=False, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
     return y
 
 
@@ -270,8 +253,8 @@ def scale_fwd_stats(z: torch.Tensor, s: torch.Tensor, b: float, eps: float
     pbs = triton.cdiv(p, bp)
     mean = torch.empty(n * pbs, c, device=z.device, dtype=torch.float32)
     m2, cnt = torch.empty_like(mean), torch.empty(n * pbs, device=z.device, dtype=torch.float32)
-    _scale_fwd_stats_kernel[(pbs, n)](z, s, y, mean, m2, cnt, c, p, sn, sc, sp, eps, b - 1.0,
-                                      B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    _scale_fwd_kernel[(pbs, n)](z, s, y, mean, m2, cnt, c, p, sn, sc, sp, eps, b - 1.0, B_IS_2=b == 2.0,
+                                STATS=True, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
     return y, (mean, m2, cnt)
 
 
