@@ -42,7 +42,7 @@ class BcosConvBNFn(torch.autograd.Function):
                 gamma: torch.Tensor, y: torch.Tensor, node: Any, bn: Tuple[Any, ...]) -> torch.Tensor:
         running_var, consts, momentum, eps = bn
         zeros = consts[0]
-        xc, wc, t, s = node.saved_tensors
+        xc, wc, t, s = (u.detach() for u in node.saved_tensors)  # detached: the conv's node is not kept
         total = y.numel() // y.shape[1]
         vec = fused.kernels_for(y).bn_finalize(node.bcos_stats, gamma, running_var, momentum, eps, total)
         node.bcos_stats = node.bcos_inputs = None  # consumed: nothing kept beyond what is saved below
