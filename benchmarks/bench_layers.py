@@ -147,6 +147,47 @@ def check_triton(device: torch.device) -> Dict[str, float]:
                 gzr, gsr = fused._scale_backward_torch(g.float(), z.float(), s, b, dim, 1e-6, from_z=True)
                 errs[f"bwd_z_from_z/b{b}/{key}"] = rel(gz, gzr)
                 errs[f"bwd_s_from_z/b{b}/{key}"] = rel(gs, gsr)
+    errs.update(check_conv_bn_kernels(device, rel))
+    return errs
+
+
+def check_conv_bn_kernels(device: torch.device, rel: Callable) -> Dict[str, float]:
+    """nn.fused_conv_bn's kernels (the scale's statistics, bn_finalize, the shifted backward) against
+    nn.fused_torch, and a B-cos conv -> BatchNorm pair's step with and without "conv_bn" (bf16 autocast)."""
+    from bcos_clip import nn as bnn
+    from bcos_clip.nn import fused_triton as ft
+    from bcos_clip.nn.fused_torch import TorchKernels
+
+    tk, errs = TorchKernels(), {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        z = (torch.randn(8, 96, 13, 17, device=device) * 2 + 0.5).to(dtype).to(memory_format=torch.channels_last)
+        s = ft.sumsq(torch.randn(8, 7, 13, 17, device=device), 1)
+        key = str(dtype).split(".")[-1]
+        y, part = ft.scale_fwd_stats(z, s, 2.0, 1e-6)
+        yr, partr = tk.scale_fwd_stats(z, s, 2.0, 1e-6)
+        w, rv = torch.rand(96, device=device) + 0.5, torch.rand(96, device=device) + 0.5
+        rv2, total = rv.clone(), y.numel() // 96
+        vec, vecr = ft.bn_finalize(part, w, rv, 0.1, 1e-5, total), tk.bn_finalize(partr, w, rv2, 0.1, 1e-5, total)
+        errs.update({f"stats_fwd/{key}": rel(y, yr), f"bn_finalize/{key}": rel(vec, vecr),
+                     f"bn_running_var/{key}": rel(rv, rv2)})
+        g = torch.randn_like(y)
+        shift = (torch.randn(96, device=device), torch.randn(96, device=device), vecr[2].contiguous(),
+                 vecr[0].contiguous(), 1.0 / total)
+        for (name, a), r in zip((("gz", ft.scale_bwd(g, yr, s, 2.0, 1, 1e-6, shift=shift)[0]),
+                                 ("gs", ft.scale_bwd(g, yr, s, 2.0, 1, 1e-6, shift=shift)[1])),
+                                tk.scale_bwd(g, yr, s, 2.0, 1, 1e-6, shift=shift)):
+            errs[f"bwd_shift_{name}/{key}"] = rel(a, r)
+    torch.manual_seed(0)
+    pair = torch.nn.Sequential(bnn.BcosConv2d(64, 96, 3, padding=1), bnn.UncenteredBatchNorm2d(96)).to(device)
+    x = torch.randn(8, 64, 28, 28, device=device).to(memory_format=torch.channels_last)
+    outs = []
+    for feats in (None, [f for f in fused.FEATURES if f != "conv_bn"]):
+        xi = x.clone().requires_grad_(True)
+        with fused.fast_path(True, features=feats), torch.autocast(device.type, dtype=torch.bfloat16):
+            y = pair(xi)
+        outs.append([y] + list(torch.autograd.grad(y.float().square().sum(), [xi] + list(pair.parameters()))))
+    for i, (a, r) in enumerate(zip(*outs)):
+        errs[f"conv_bn_pair/bfloat16/{i}"] = rel(a, r)
     return errs
 
 

@@ -9,7 +9,9 @@
 # 0. installs the carried wheels when open_clip / webdataset are missing (.whl/: open_clip_torch,
 #    webdataset, ftfy, wcwidth, braceexpand; everything else is in the device image); env.txt;
 # 1. in the background, on the CPU: `bcos-clip bench --memory --model-cost` (accounting.json);
-# 2. the Triton kernels against the torch formulas (layers.json; a mismatch runs the rest --triton off);
+# 2. the Triton kernels against the torch formulas, the conv -> BatchNorm kernels (nn.fused_conv_bn)
+#    against nn.fused_torch and a conv -> BatchNorm pair with and without "conv_bn" (layers.json; a
+#    mismatch runs the rest --triton off, which also turns "conv_bn" off);
 # 3. 20 steps of `bcos-clip train` with amp_bf16 and with amp = fp16 + GradScaler (train.json);
 # 4. `bcos-clip bench`: eager and compiled training rows of RN50 and ViT-B-16 (batch 128) and the
 #    end-to-end distillation step on shards, in what is left of the budget (bench.json, rewritten after

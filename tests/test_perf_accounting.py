@@ -14,7 +14,7 @@ from bcos_clip.apps.bench.dtypes import cuda_policy
 from bcos_clip.apps.bench.memory import account, linearity
 from bcos_clip.apps.bench.step import ModuleStack, subject
 from bcos_clip.apps.bench.towers import build_modelset
-from bcos_clip.nn import fused
+from bcos_clip.nn import fused, fused_triton
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,29 @@ def test_stand_in_kernels_count_as_one_kernel_each():
         assert torch.allclose(ref, layer(x), rtol=1e-5, atol=1e-6)
 
 
+def test_conv_batchnorm_pair_counts_its_shared_kernels_and_no_statistics_pass():
+    """nn.fused_conv_bn under the stand-in: the statistics come from the scale kernel (no
+    batch_norm_update_stats pass), the backward adds no per-channel pass, the partials at the Triton shape."""
+    pair = torch.nn.Sequential(bnn.BcosConv2d(4, 6, 3, padding=1), bnn.UncenteredBatchNorm2d(6)).train()
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    ops = {}
+    for feats in (None, [f for f in fused.FEATURES if f != "conv_bn"]):
+        counter = CostCounter(ModuleStack(pair))
+        with fused.fast_path(True, features=feats), fused.kernel_stand_in(KernelStandIn(counter)), counter:
+            pair(x).sum().backward()
+        ops[feats is None] = counter.ops
+    names = [op.op for op in ops[True]]
+    for k in ("triton:sumsq", "triton:scale_fwd_stats", "triton:bn_finalize", "triton:scale_bwd",
+              "native_batch_norm", "native_batch_norm_backward", "convolution_backward"):
+        assert names.count(k) == 1, names
+    assert "batch_norm_update_stats" not in names and "add_" not in names
+    assert "batch_norm_update_stats" in [op.op for op in ops[False]]
+    assert sum(op.launches for op in ops[True]) < sum(op.launches for op in ops[False])
+    stats = next(op for op in ops[True] if op.op == "triton:scale_fwd_stats")
+    rows = fused_triton.stats_rows(torch.empty(2, 6, 9, 9))
+    assert stats.bytes == (2 * 6 * 81) * 8 + 2 * 81 * 4 + rows * (2 * 6 + 1) * 4  # z, y, s, partials
+
+
 def test_roofline_time_of_an_op():
     spec = DEVICE_SPECS["h200"]
     big_mm = Op("forward", "mm", "m", "linear", int(2e12), int(1e6), 1, True, True)
@@ -149,3 +172,11 @@ def test_validation_errors_and_the_modelled_code(tmp_path):
     bad.write_text(json.dumps({"rows": 3}))
     with pytest.raises(ValueError, match="'rows' list"):
         bench_validate.load_measured(str(bad))
+
+
+def test_default_measured_rows_are_the_repositorys_h200_run():
+    """Without --measured the accounting validates against benchmarks/results/h200_bench_2026-11-26.json
+    (the house move had left the default pointing inside the package: no validation, silently)."""
+    measured = bench_validate.load_measured(None)
+    assert measured is not None and measured["rows"]
+    assert bench_validate.device_of(measured).endswith("benchmarks/results/h200_bench_2026-11-26.json)")

@@ -47,6 +47,31 @@ SCRIPT = textwrap.dedent("""
         sl = ft.sumsq(xl, -1)
         worst = max(worst, rel(sl, xl.square().sum(-1, keepdim=True)))
         check(torch.randn(4, 7, 200), sl, -1, b)
+    from bcos_clip.nn.fused_torch import TorchKernels
+    tk = TorchKernels()
+    for b in (2.0, 2.5):  # nn.fused_conv_bn: the scale kernel's statistics, bn_finalize, the shifted backward
+        for shape in ((3, 150, 5, 6), (2, 20, 70, 3)):
+            z = torch.randn(*shape) * 2 + 0.5
+            s = ft.sumsq(torch.randn(shape[0], 7, *shape[2:]), 1)
+            for zz in (z, z.to(memory_format=torch.channels_last)):
+                y, part = ft.scale_fwd_stats(zz, s, b, 1e-6)
+                yr, partr = tk.scale_fwd_stats(zz, s, b, 1e-6)
+                assert y.stride() == zz.stride() and part[0].shape[0] == ft.stats_rows(zz)
+                w, rv = torch.rand(shape[1]) + 0.5, torch.rand(shape[1]) + 0.5
+                rv2 = rv.clone()
+                total = y.numel() // shape[1]
+                vec = ft.bn_finalize(part, w, rv, 0.1, 1e-5, total)
+                vecr = tk.bn_finalize(partr, w, rv2, 0.1, 1e-5, total)
+                errs = [rel(y, yr), rel(vec, vecr), rel(rv, rv2)]
+                g = torch.randn_like(yr)
+                shift = (torch.randn(shape[1]), torch.randn(shape[1]), vecr[2].contiguous(),
+                         vecr[0].contiguous(), 1.0 / total)
+                for from_z in (False, True):
+                    t_ = zz if from_z else yr
+                    out = ft.scale_bwd(g, t_, s, b, 1, 1e-6, from_z, shift=shift)
+                    ref = tk.scale_bwd(g, t_, s, b, 1, 1e-6, from_z, shift=shift)
+                    errs += [rel(o, r) for o, r in zip(out, ref)]
+                worst = max([worst] + errs)
     print("WORST", worst)
 """)
 

@@ -24,7 +24,10 @@ features=...)` selects a subset, e.g. to reproduce the code of an older measurem
 - "batchnorm": training-mode uncentered BatchNorm as one autograd Function (nn.norms);
 - "layernorm": the centred, bias-free LayerNorm through the native layer_norm kernel (nn.norms);
 - "activation": GELU through the native gelu kernel, QuickGELU as a Function saving x only;
-- "layer": B-cos conv / linear layers as one autograd Function each (nn.fused_layers).
+- "layer": B-cos conv / linear layers as one autograd Function each (nn.fused_layers);
+- "conv_bn": with the kernels (Triton on CUDA), a B-cos conv and the training-mode uncentered BatchNorm
+  after it share kernels: the scale kernel writes the BatchNorm's statistics, the scale's backward
+  kernel adds the BatchNorm's per-channel gradient term (nn.fused_conv_bn).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 
 from bcos_clip.nn.functional import NORM_EPS, as_pair
 
-FEATURES = ("batchnorm", "layernorm", "activation", "layer")
+FEATURES = ("batchnorm", "layernorm", "activation", "layer", "conv_bn")
 _STATE: Dict[str, Any] = {"fast": True, "triton": True, "features": frozenset(FEATURES)}
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -134,7 +137,13 @@ def _use_triton(*tensors: torch.Tensor) -> bool:
     on_device = _STAND_IN["kernels"] is not None or all(t.is_cuda for t in tensors)
     if not on_device or _kernels() is None:
         return False
-    return all(t.dtype in _TRITON_DTYPES and plain_tensor(t) for t in tensors)
+    any_dtype = _STAND_IN["kernels"] is not None  # a stand-in (nn.fused_torch) takes float64 too
+    return all((any_dtype or t.dtype in _TRITON_DTYPES) and plain_tensor(t) for t in tensors)
+
+
+def kernels_for(*tensors: torch.Tensor) -> Any:
+    """The kernels (fused_triton, or a stand-in) the fast path uses for these tensors now, else None."""
+    return _kernels() if _use_triton(*tensors) else None
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -176,17 +185,41 @@ def scale_forward(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: flo
     """y = z * (|z| / sqrt(s + eps))^(b-1) in z's dtype and layout (no autograd)."""
     if _use_triton(z, s):
         return _kernels().scale_fwd(_dense_out(z), s.contiguous(), b, dim, eps)
+    return scale_forward_torch(z, s, b, eps)
+
+
+def scale_forward_torch(z: torch.Tensor, s: torch.Tensor, b: float, eps: float) -> torch.Tensor:
+    """`scale_forward` in torch ops (any device and dtype)."""
     return _scale_forward_torch(z, s, b, eps)
 
 
+def scale_forward_stats(z: torch.Tensor, s: torch.Tensor, b: float, eps: float) -> Tuple[torch.Tensor, Any]:
+    """scale_forward of a conv output (dim 1) and the partial per-channel statistics of y, in one kernel
+    (fused_triton.scale_fwd_stats); only where `kernels_for(z, s)` gives kernels."""
+    return _kernels().scale_fwd_stats(_dense_out(z), s.contiguous(), b, eps)
+
+
 def scale_backward(g: torch.Tensor, t: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float,
-                   from_z: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                   from_z: bool, shift: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(grad_z, grad_s) from the saved t: the output y, or the input z when `from_z` (see saves_z).
-    Triton on CUDA unless a graph of the backward is being built (double backward)."""
+    `shift` (gsum, gw, rmean, sbn, 1/M; nn.fused_conv_bn) first adds (gsum + gw rmean) sbn / M to g per
+    channel (dim 1). Triton on CUDA unless a graph of the backward is being built (double backward)."""
     if _use_triton(g, t, s) and not torch.is_grad_enabled():
-        gz, gs = _kernels().scale_bwd(_dense(g, dim), _dense_out(t), s.contiguous(), b, dim, eps, from_z)
+        gz, gs = _kernels().scale_bwd(_dense(g, dim), _dense_out(t), s.contiguous(), b, dim, eps, from_z,
+                                      shift=shift)
         return gz, gs.to(s.dtype)
-    return _scale_backward_torch(g, t, s, b, dim, eps, from_z)
+    return scale_backward_torch(g, t, s, b, dim, eps, from_z, shift)
+
+
+def scale_backward_torch(g: torch.Tensor, t: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float,
+                         from_z: bool = False, shift: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`scale_backward` in torch ops (any device and dtype)."""
+    if shift is None:
+        return _scale_backward_torch(g, t, s, b, dim, eps, from_z)
+    gsum, gw, rmean, sbn, inv_m = shift
+    shifted = g.to(_acc_dtype(g.dtype)) + ((gsum + gw * rmean) * sbn * inv_m)[None, :, None, None]
+    gz, gs = _scale_backward_torch(shifted, t, s, b, dim, eps, from_z)
+    return gz.to(g.dtype), gs
 
 
 class SumSquares(torch.autograd.Function):

@@ -97,36 +97,51 @@ def box_sum_adjoint(gs: torch.Tensor, in_hw: Pair, kernel_size: Pair, stride: Pa
 
 
 class BcosConvFn(torch.autograd.Function):
-    """y = scale(conv(x, w) + bias, box_sum(sum_c x^2)) for a groups=1 conv; x (N, C_in, H, W)."""
+    """y = scale(conv(x, w) + bias, box_sum(sum_c x^2)) for a groups=1 conv; x (N, C_in, H, W).
+
+    With `stats` (kernels in use, see nn.fused_conv_bn) the scale kernel also writes the partial
+    per-channel statistics of y, kept on the backward node as `bcos_stats` for a BatchNorm after it."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 geometry: Tuple[Pair, Pair, Pair, Pair], b: float, eps: float,
-                dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+                dtype: torch.dtype, stats: bool) -> torch.Tensor:  # type: ignore[override]
         kernel, stride, padding, dilation = geometry
         xc, wc = x.to(dtype), weight.to(dtype)
         z = F.conv2d(xc, wc, None if bias is None else bias.to(dtype), stride, padding, dilation)
         s = fused.box_sum(fused.sumsq(x, 1), kernel, stride, padding, dilation)
-        y = fused.scale_forward(z, s, b, 1, eps)
+        ctx.bcos_stats = ctx.bcos_inputs = None
+        if stats and fused.kernels_for(z, s) is not None:
+            y, ctx.bcos_stats = fused.scale_forward_stats(z, s, b, eps)
+            ctx.bcos_inputs, ctx.bcos_version = (x, weight, bias), y._version
+        else:
+            y = fused.scale_forward(z, s, b, 1, eps)
         ctx.from_z = fused.saves_z(z.dtype)
         ctx.save_for_backward(xc, wc, z if ctx.from_z else y, s)
         ctx.geometry, ctx.b, ctx.eps, ctx.has_bias = geometry, b, eps, bias is not None
         return y
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         xc, wc, t, s = ctx.saved_tensors
-        kernel, stride, padding, dilation = ctx.geometry
         gz, gs = fused.scale_backward(g, t, s, ctx.b, 1, ctx.eps, ctx.from_z)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_b = ctx.has_bias and ctx.needs_input_grad[2]
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            gz, xc, wc, [wc.shape[0]] if ctx.has_bias else None, list(stride), list(padding), list(dilation),
-            False, [0, 0], 1, [need_x, need_w, need_b])
-        if need_x:
-            gsq = box_sum_adjoint(gs, tuple(xc.shape[2:]), kernel, stride, padding, dilation)
-            gx = _norm_grad_into(gx, xc, gsq)
-        return gx, gw, gb, None, None, None, None
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
+        return conv_grads(gz, gs, xc, wc, ctx.geometry, needs) + (None, None, None, None, None)
+
+
+def conv_grads(gz: torch.Tensor, gs: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor,
+               geometry: Tuple[Pair, Pair, Pair, Pair], needs: Tuple[bool, bool, bool]
+               ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(grad_x, grad_w, grad_bias) of a B-cos conv from the scale's gradients: the conv's backward, and
+    the norm's 2 x box_sum_adjoint(gs) added into grad_x in place; `needs` says which are wanted."""
+    kernel, stride, padding, dilation = geometry
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        gz, xc, wc, [wc.shape[0]] if needs[2] else None, list(stride), list(padding), list(dilation),
+        False, [0, 0], 1, list(needs))
+    if needs[0]:
+        gsq = box_sum_adjoint(gs, tuple(xc.shape[2:]), kernel, stride, padding, dilation)
+        gx = _norm_grad_into(gx, xc, gsq)
+    return gx, gw, gb
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], b: float,
@@ -142,7 +157,8 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], ke
          padding: Pair, dilation: Pair, b: float, eps: float = NORM_EPS) -> torch.Tensor:
     """A groups=1 B-cos conv on the fast path (see `linear`)."""
     if usable(x):
+        stats = fused.feature("conv_bn") and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         return BcosConvFn.apply(x, weight, bias, (kernel, stride, padding, dilation), float(b), eps,
-                                compute_dtype(x))
+                                compute_dtype(x), stats)
     z = F.conv2d(x, weight, bias, stride, padding, dilation)
     return fused.conv_scale(x, z, kernel, stride, padding, dilation, b, eps)

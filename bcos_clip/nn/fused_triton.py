@@ -12,10 +12,16 @@ positions of one n and walks all C, so the reduction over C needs no atomics.
                    gs = (1-B)/2 * inv^2 * sum_c g*y                         (read g, y; write gz)
                    from_z (fp16, see nn.fused.saves_z): the saved tensor is z; f = (|z| * inv)^(B-1),
                    y = z * f in fp32 (the same maths as nn.fused._scale_backward_torch)
+                   shift (nn.fused_conv_bn): g + (gsum + gw rmean) sbn / M per channel first, the
+                   per-channel term of the uncentered BatchNorm backward that follows the layer
+- `scale_fwd_stats`: scale_fwd (conv layout) that also writes, per program and channel, the count,
+                   mean and sum of squared deviations of the stored (rounded) y: Chan's partials
+- `bn_finalize`:   the partials -> batch mean and variance per channel (Chan's combination), the
+                   running variance's update, and (gamma r, r, r mean), r = 1/sqrt(var + eps)
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -28,6 +34,7 @@ except Exception as exc:  # noqa: BLE001 - any import failure means "not availab
     triton, tl, _IMPORT_ERROR = None, None, exc
 
 View = Tuple[int, int, int, int, int, int]  # N, C, P, sN, sC, sP
+Shift = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]  # gsum, gw, rmean, sbn, 1/M
 
 
 def available() -> bool:
@@ -57,12 +64,22 @@ def view3(t: torch.Tensor, dim: int) -> View:
     raise ValueError(f"unsupported reduction dim {dim} for a {t.dim()}-D tensor")
 
 
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
 def _blocks(c: int, sc: int) -> Tuple[int, int, int]:
     """(BLOCK_P, BLOCK_C, num_warps): channels-fast tiles when C is contiguous, positions-fast else."""
     if sc == 1:
-        bc = min(triton.next_power_of_2(max(c, 1)), 128)
+        bc = min(_pow2(max(c, 1)), 128)
         return max(4096 // bc, 8), bc, 4
-    return 256, min(triton.next_power_of_2(max(c, 1)), 16), 4
+    return 256, min(_pow2(max(c, 1)), 16), 4
+
+
+def stats_rows(z: torch.Tensor) -> int:
+    """Rows of the partial statistics `scale_fwd_stats` writes for a conv output z (N, C, H, W)."""
+    n, c, p, _, sc, _ = view3(z, 1)
+    return n * -(-p // _blocks(c, sc)[0])
 
 
 if triton is not None:
@@ -84,12 +101,15 @@ if triton is not None:
         tl.store(s_ptr + n * P + offs_p, acc, mask=mask_p)
 
     @triton.jit
-    def _scale_fwd_kernel(z_ptr, s_ptr, y_ptr, C, P, sN, sC, sP, eps, bm1,
-                          B_IS_2: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _scale_fwd_kernel(z_ptr, s_ptr, y_ptr, mean_ptr, m2_ptr, cnt_ptr, C, P, sN, sC, sP, eps, bm1,
+                          B_IS_2: tl.constexpr, STATS: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_C: tl.constexpr):
         pb = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
+        row = n * tl.num_programs(0) + pb
         offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
         mask_p = offs_p < P
+        cnt = tl.sum(mask_p.to(tl.float32), axis=0)
         s = tl.load(s_ptr + n * P + offs_p, mask=mask_p, other=1.0).to(tl.float32)
         inv = (1.0 / tl.sqrt(s + eps))[:, None]
         off = n * sN + offs_p.to(tl.int64)[:, None] * sP
@@ -101,13 +121,53 @@ if triton is not None:
             f = tl.abs(z) * inv
             if not B_IS_2:
                 f = tl.exp2(bm1 * tl.log2(f))
-            tl.store(y_ptr + o, (z * f).to(y_ptr.dtype.element_ty), mask=m)
+            y = (z * f).to(y_ptr.dtype.element_ty)
+            tl.store(y_ptr + o, y, mask=m)
+            if STATS:  # Chan's partials of the stored (rounded) y over this program's positions
+                yf = tl.where(m, y.to(tl.float32), 0.0)
+                mean = tl.sum(yf, axis=0) / cnt
+                d = tl.where(m, yf - mean[None, :], 0.0)
+                mask_c = offs_c < C
+                tl.store(mean_ptr + row * C + offs_c, mean, mask=mask_c)
+                tl.store(m2_ptr + row * C + offs_c, tl.sum(d * d, axis=0), mask=mask_c)
+        if STATS:
+            tl.store(cnt_ptr + row, cnt)
+
+    @triton.jit
+    def _bn_finalize_kernel(mean_ptr, m2_ptr, cnt_ptr, w_ptr, rv_ptr, out_ptr, R, C, total, momentum, unbias,
+                            eps, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for r0 in range(0, R, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            m = (offs_r < R)[:, None] & mask_c[None, :]
+            cnt = tl.load(cnt_ptr + offs_r, mask=offs_r < R, other=0.0)
+            mu = tl.load(mean_ptr + offs_r[:, None] * C + offs_c[None, :], mask=m, other=0.0)
+            acc += tl.sum(cnt[:, None] * mu, axis=0)
+        mean = acc / total
+        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for r0 in range(0, R, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            m = (offs_r < R)[:, None] & mask_c[None, :]
+            cnt = tl.load(cnt_ptr + offs_r, mask=offs_r < R, other=0.0)
+            o = offs_r[:, None] * C + offs_c[None, :]
+            dm = tl.load(mean_ptr + o, mask=m, other=0.0) - mean[None, :]
+            acc += tl.sum(tl.load(m2_ptr + o, mask=m, other=0.0) + cnt[:, None] * dm * dm, axis=0)
+        var = acc / total
+        rv = tl.load(rv_ptr + offs_c, mask=mask_c, other=1.0)
+        tl.store(rv_ptr + offs_c, (1.0 - momentum) * rv + momentum * unbias * var, mask=mask_c)
+        r = 1.0 / tl.sqrt(var + eps)
+        tl.store(out_ptr + offs_c, tl.load(w_ptr + offs_c, mask=mask_c, other=0.0) * r, mask=mask_c)
+        tl.store(out_ptr + C + offs_c, r, mask=mask_c)
+        tl.store(out_ptr + 2 * C + offs_c, r * mean, mask=mask_c)
 
     @triton.jit
     def _scale_bwd_kernel(g_ptr, y_ptr, s_ptr, gz_ptr, gs_ptr, C, P,
                           gN, gC, gP, yN, yC, yP, eps, b, expo, gs_coef,
-                          B_IS_2: tl.constexpr, FROM_Z: tl.constexpr, BLOCK_P: tl.constexpr,
-                          BLOCK_C: tl.constexpr):
+                          gsum_ptr, gw_ptr, rmean_ptr, sbn_ptr, inv_m,
+                          B_IS_2: tl.constexpr, FROM_Z: tl.constexpr, SHIFT: tl.constexpr,
+                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         pb = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
         offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -122,6 +182,12 @@ if triton is not None:
             m = mask_p[:, None] & (offs_c < C)[None, :]
             oy = n * yN + p64 * yP + offs_c[None, :] * yC
             g = tl.load(g_ptr + n * gN + p64 * gP + offs_c[None, :] * gC, mask=m, other=0.0).to(tl.float32)
+            if SHIFT:  # the uncentered BatchNorm's per-channel term (nn.fused_conv_bn)
+                mc = offs_c < C
+                sh = (tl.load(gsum_ptr + offs_c, mask=mc, other=0.0)
+                      + tl.load(gw_ptr + offs_c, mask=mc, other=0.0) * tl.load(rmean_ptr + offs_c, mask=mc, other=0.0)
+                      ) * tl.load(sbn_ptr + offs_c, mask=mc, other=0.0) * inv_m
+                g = tl.where(m, g + sh[None, :], 0.0)
             y = tl.load(y_ptr + oy, mask=m, other=0.0).to(tl.float32)
             t = tl.abs(y) * inv
             if FROM_Z:  # y_ptr holds z; expo is B-1
@@ -154,21 +220,53 @@ def scale_fwd(z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) 
     y = torch.empty_like(z)
     n, c, p, sn, sc, sp = view3(z, dim)
     bp, bc, nw = _blocks(c, sc)
-    _scale_fwd_kernel[(triton.cdiv(p, bp), n)](z, s, y, c, p, sn, sc, sp, eps, b - 1.0,
-                                               B_IS_2=b == 2.0, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    _scale_fwd_kernel[(triton.cdiv(p, bp), n)](z, s, y, s, s, s, c, p, sn, sc, sp, eps, b - 1.0, B_IS_2=b == 2.0,
+                                               STATS=False, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
     return y
 
 
 def scale_bwd(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, b: float, dim: int,
-              eps: float, from_z: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+              eps: float, from_z: bool = False, shift: Optional[Shift] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(grad_z, grad_s) of y = scale_fwd(z, s) from the saved output y, or from the saved input z when
-    `from_z` (then `y` is z; see the module docstring)."""
+    `from_z` (then `y` is z; see the module docstring); `shift` = (gsum, gw, rmean, sbn, 1/M), four
+    contiguous fp32 (C,) vectors and a number, adds (gsum + gw rmean) sbn / M to g per channel."""
     gz = torch.empty_like(y)
     gs = torch.empty_like(s, dtype=torch.float32)
     n, c, p, yn, yc, yp = view3(y, dim)
     _, _, _, gn, gc, gp = view3(g, dim)
     bp, bc, nw = _blocks(c, yc)
+    vecs = shift[:4] if shift is not None else (s, s, s, s)  # unread without SHIFT
     _scale_bwd_kernel[(triton.cdiv(p, bp), n)](
         g, y, s, gz, gs, c, p, gn, gc, gp, yn, yc, yp, eps, b, (b - 1.0) if from_z else (b - 1.0) / b,
-        (1.0 - b) / 2.0, B_IS_2=b == 2.0, FROM_Z=bool(from_z), BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        (1.0 - b) / 2.0, *vecs, float(shift[4]) if shift is not None else 0.0, B_IS_2=b == 2.0,
+        FROM_Z=bool(from_z), SHIFT=shift is not None, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
     return gz, gs
+
+
+def scale_fwd_stats(z: torch.Tensor, s: torch.Tensor, b: float, eps: float
+                    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """scale_fwd of a conv output z (N, C, H, W) and Chan's partial statistics of the stored y: per
+    row (program) the mean and the sum of squared deviations (rows, C) and the count (rows,), fp32."""
+    y = torch.empty_like(z)
+    n, c, p, sn, sc, sp = view3(z, 1)
+    bp, bc, nw = _blocks(c, sc)
+    pbs = triton.cdiv(p, bp)
+    mean = torch.empty(n * pbs, c, device=z.device, dtype=torch.float32)
+    m2, cnt = torch.empty_like(mean), torch.empty(n * pbs, device=z.device, dtype=torch.float32)
+    _scale_fwd_kernel[(pbs, n)](z, s, y, mean, m2, cnt, c, p, sn, sc, sp, eps, b - 1.0, B_IS_2=b == 2.0,
+                                STATS=True, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+    return y, (mean, m2, cnt)
+
+
+def bn_finalize(part: Tuple[torch.Tensor, torch.Tensor, torch.Tensor], weight: torch.Tensor,
+                running_var: torch.Tensor, momentum: float, eps: float, total: int) -> torch.Tensor:
+    """Batch statistics from `scale_fwd_stats`'s partials (total = N*H*W elements per channel): updates
+    the fp32 running variance in place (unbiased, momentum) and returns (3, C) fp32: gamma r, r, r mean."""
+    mean, m2, cnt = part
+    rows, c = mean.shape
+    out = torch.empty(3, c, device=mean.device, dtype=torch.float32)
+    bc = min(_pow2(c), 128)
+    _bn_finalize_kernel[(triton.cdiv(c, bc),)](mean, m2, cnt, weight, running_var, out, rows, c, float(total),
+                                               momentum, total / max(total - 1.0, 1.0), eps,
+                                               BLOCK_R=32, BLOCK_C=bc, num_warps=4)
+    return out

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bcos_clip.nn.dynamic import DynamicModule
-from bcos_clip.nn import fused
+from bcos_clip.nn import fused, fused_conv_bn
 from bcos_clip.nn.functional import at_least_fp32
 
 
@@ -105,7 +105,11 @@ class UncenteredBatchNorm2d(nn.Module):
         if self.training and fused.feature("batchnorm") and fused.plain_tensor(x):
             m = 0.1 if self.momentum is None else self.momentum
             consts = self._consts.to(torch.promote_types(x.dtype, torch.float32))
-            y = _UncenteredBNTrain.apply(x, self.weight, self.running_var, consts, m, self.eps)
+            node = fused_conv_bn.pending_stats(x) if fused.feature("conv_bn") else None
+            y = None if node is None else fused_conv_bn.conv_bn(node, x, self.weight, self.running_var, consts,
+                                                                 m, self.eps)
+            if y is None:
+                y = _UncenteredBNTrain.apply(x, self.weight, self.running_var, consts, m, self.eps)
         else:  # the reference formula (also what torch.compile sees)
             y = x * self.scale(x).to(x.dtype)[None, :, None, None]
         if self.bias is not None:

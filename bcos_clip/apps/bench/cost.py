@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_flatten
 
 from bcos_clip.apps.bench.step import ModuleStack, Subject, kind_of, run_step
 from bcos_clip.nn import fused, fused_triton
+from bcos_clip.nn.fused_torch import TorchKernels
 
 
 @dataclass(frozen=True)
@@ -158,28 +159,42 @@ class CostCounter(TorchDispatchMode):
 
 
 class KernelStandIn:
-    """fused_triton's kernels as torch ops, each counted as one kernel (nn.fused.kernel_stand_in)."""
+    """fused_triton's kernels as torch ops (nn.fused_torch), each call counted as one kernel with the
+    bytes it reads and writes (nn.fused.kernel_stand_in); the statistics' partials at the Triton shape."""
 
     view3 = staticmethod(fused_triton.view3)
 
     def __init__(self, counter: CostCounter) -> None:
-        self.counter = counter
+        self.counter, self.torch = counter, TorchKernels()
 
     def sumsq(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         with self.counter.kernel("triton:sumsq", [x]) as w:
-            w.append(x.float().square().sum(dim, keepdim=True))
+            w.append(self.torch.sumsq(x, dim))
         return w[0]
 
     def scale_fwd(self, z: torch.Tensor, s: torch.Tensor, b: float, dim: int, eps: float) -> torch.Tensor:
         with self.counter.kernel("triton:scale_fwd", [z, s]) as w:
-            w.append(fused._scale_forward_torch(z, s, b, eps))
+            w.append(self.torch.scale_fwd(z, s, b, dim, eps))
         return w[0]
 
     def scale_bwd(self, g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, b: float, dim: int,
-                  eps: float, from_z: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        with self.counter.kernel("triton:scale_bwd", [g, y, s]) as w:
-            w.extend(fused._scale_backward_torch(g, y, s, b, dim, eps, from_z))
+                  eps: float, from_z: bool = False, shift: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        reads = [g, y, s] + (list(shift[:4]) if shift is not None else [])
+        with self.counter.kernel("triton:scale_bwd", reads) as w:
+            w.extend(self.torch.scale_bwd(g, y, s, b, dim, eps, from_z, shift))
         return w[0], w[1].float()
+
+    def scale_fwd_stats(self, z: torch.Tensor, s: torch.Tensor, b: float, eps: float) -> Tuple[torch.Tensor, Any]:
+        with self.counter.kernel("triton:scale_fwd_stats", [z, s]) as w:
+            y, part = self.torch.scale_fwd_stats(z, s, b, eps, rows=fused_triton.stats_rows(z))
+            w.extend([y, *part])
+        return y, part
+
+    def bn_finalize(self, part: Any, weight: torch.Tensor, running_var: torch.Tensor, momentum: float,
+                    eps: float, total: int) -> torch.Tensor:
+        with self.counter.kernel("triton:bn_finalize", [*part, weight, running_var]) as w:
+            w.extend([self.torch.bn_finalize(part, weight, running_var, momentum, eps, total), running_var])
+        return w[0]
 
 
 @dataclass

@@ -14,6 +14,7 @@ at small batches, and the same ops on fake tensors (bench_step) at any batch, e.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
@@ -21,6 +22,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from bcos_clip.apps.bench.step import ModuleStack, Subject, kind_of, run_step
+from bcos_clip.nn import fused
+from bcos_clip.nn.fused_torch import TorchKernels
 
 MIB = float(1 << 20)
 
@@ -147,9 +150,12 @@ def account(sub: Subject, batch: int, policy: str = "cuda", fake: bool = True) -
                                str(t.dtype).replace("torch.", ""), shape_text(t.shape, batch), st.nbytes(), cat))
         return t
 
+    # the CUDA policy runs the kernel paths (nn.fused_conv_bn) as on a GPU with Triton, in torch ops
+    kernels = fused.kernel_stand_in(TorchKernels()) if policy == "cuda" else contextlib.nullcontext()
     try:
-        run_step(sub, batch, policy, fake, backward=False,
-                 forward_ctx=lambda: torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+        with kernels:
+            run_step(sub, batch, policy, fake, backward=False,
+                     forward_ctx=lambda: torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
     finally:
         stack.close()
     return acc

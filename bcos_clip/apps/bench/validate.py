@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from bcos_clip.apps.bench.step import VARIANT_FEATURES
 
-DEFAULT_MEASURED = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "h200_bench_2026-11-26.json"
+DEFAULT_MEASURED = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "h200_bench_2026-11-26.json"
 GIB = float(1 << 30)
 
 
