@@ -56,6 +56,7 @@ ROWS: Dict[str, tuple] = {
     "temp_0.02": ("distillation temperature 0.02", {"distill": {"temperature": 0.02}}),
     "warmup_30": ("30 warm-up steps", {"distill": {"warmup": 30}}),
     "pos_drop_600": ("positions dropped, 600 steps", {"distill": {"bcos_positional": "drop", "steps": 600}}),
+    "qk_linear_600": ("q/k plain linears, 600 steps", {"distill": {"bcos_qk": "linear", "steps": 600}}),
     "caption_0.1": ("text_kd + 0.1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.1}}),
     "caption_0.3": ("text_kd + 0.3 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.3}}),
     "caption_1": ("text_kd + 1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 1.0}}),
