@@ -48,6 +48,18 @@ ROWS: Dict[str, tuple] = {
                      {"teacher": {"vision": {"final_ln_after_pool": True}}}),
     "pos_input": ("positional embedding as input term", {"distill": {"bcos_positional": "input"}}),
     "pos_drop": ("patch positional embedding dropped", {"distill": {"bcos_positional": "drop"}}),
+    "steps_450": ("450 distillation steps", {"distill": {"steps": 450}}),
+    "steps_600": ("600 distillation steps", {"distill": {"steps": 600}}),
+    "b_1.5": ("B = 1.5", {"distill": {"bcos_b": 1.5}}),
+    "b_2.5": ("B = 2.5", {"distill": {"bcos_b": 2.5}}),
+    "temp_0.1": ("distillation temperature 0.1", {"distill": {"temperature": 0.1}}),
+    "temp_0.02": ("distillation temperature 0.02", {"distill": {"temperature": 0.02}}),
+    "warmup_30": ("30 warm-up steps", {"distill": {"warmup": 30}}),
+    "pos_drop_600": ("positions dropped, 600 steps", {"distill": {"bcos_positional": "drop", "steps": 600}}),
+    "qk_linear_600": ("q/k plain linears, 600 steps", {"distill": {"bcos_qk": "linear", "steps": 600}}),
+    "caption_0.1": ("text_kd + 0.1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.1}}),
+    "caption_0.3": ("text_kd + 0.3 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.3}}),
+    "caption_1": ("text_kd + 1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 1.0}}),
 }
 STUDENT_STAGES = ("bcosify", "distill_text_kd", "eval_student", "eval_bcosified", "explain", "pointing")
 COPY = ("world", "teacher", "eval/cache")
