@@ -130,3 +130,14 @@ def test_the_cli_sets_passive_waiting_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["ACTIVE", "False"]
+
+
+def test_quick_stays_short_for_every_arch():
+    """--quick is applied over the arch sections: the ViT's 800 teacher and 600 distillation steps of the
+    full demo must not leak into the smoke run (they did when arch was merged last)."""
+    for arch in ("rn", "vit"):
+        quick, full = (load_settings(DemoConfig(quick=q, arch=arch)) for q in (True, False))
+        assert quick.teacher.steps is None  # the teacher pre-training's own quick length
+        assert quick.distill["steps"] == 80
+    assert load_settings(DemoConfig(quick=False, arch="vit")).distill["steps"] == 600
+    assert load_settings(DemoConfig(quick=True, arch="vit")).distill["lr"] == 2e-3  # arch values still apply

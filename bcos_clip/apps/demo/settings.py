@@ -247,13 +247,13 @@ def _section(name: str, values: Mapping[str, Any], where: str) -> Any:
 
 def build_settings(files: Sequence[Mapping[str, Any]], quick: bool, arch: str, where: str) -> DemoSettings:
     """The :class:`DemoSettings` of checked file data, later files over earlier ones; each file's
-    ``quick`` (when ``quick``) and ``arch: {arch}`` sections over its own top level (so a user file's
+    ``arch: {arch}`` and then ``quick`` (when ``quick``) sections over its own top level (so a user file's
     top-level key holds in every mode, over the shipped file's quick value too)."""
     merged: Dict[str, Any] = {}
     for data in files:
         data = dict(data)
         quick_part, arch_part = data.pop("quick", None) or {}, (data.pop("arch", None) or {}).get(arch) or {}
-        for part in (data, quick_part if quick else {}, arch_part):
+        for part in (data, arch_part, quick_part if quick else {}):  # --quick wins: a smoke run stays short
             merged = deep_merge(merged, part)
     absent = [name for name in SECTIONS if name not in merged]
     if absent:
