@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from bcos_clip.runtime.hashing import json_digest, text_tower_digest
 from bcos_clip.runtime.precision import autocast
-from bcos_clip.models.text import format_template
+from bcos_clip.models.text import format_template, unit_text_embeddings
 from bcos_clip.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
@@ -56,22 +56,13 @@ def tokenizer_context_length(tokenizer: Any) -> Optional[int]:
     return getattr(tokenizer, "context_length", None)
 
 
-def _unit_text_embeddings(model: Any, texts: Sequence[str], device: torch.device, batch_size: int) -> torch.Tensor:
-    """(len(texts), D) float32 unit embeddings, encoded ``batch_size`` texts at a time."""
-    chunks = []
-    for i in range(0, len(texts), batch_size):
-        tokens = model.tokenizer(list(texts[i:i + batch_size])).to(device)
-        chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
-    return torch.cat(chunks)
-
-
 @torch.no_grad()
 def encode_texts(model: Any, texts: Sequence[str], device: torch.device, batch_size: int = 256,
                  precision: str = "fp32") -> torch.Tensor:
     """Unit text embeddings of ``texts`` (captions, no template): (len(texts), D) float32 on CPU,
     normalised once (as CLIP_benchmark's retrieval does)."""
     with autocast(precision, device):
-        return _unit_text_embeddings(model, texts, device, batch_size).cpu()
+        return unit_text_embeddings(model, texts, device, batch_size).cpu()
 
 
 @torch.no_grad()
@@ -81,7 +72,7 @@ def build_classifier(model: Any, classnames: Sequence[str], templates: Templates
     texts = class_texts(classnames, templates)
     sizes = [len(t) for t in texts]
     with autocast(precision, device):
-        emb = _unit_text_embeddings(model, [p for t in texts for p in t], device, batch_size)
+        emb = unit_text_embeddings(model, [p for t in texts for p in t], device, batch_size)
     if len(set(sizes)) == 1:
         mean = emb.view(len(texts), sizes[0], -1).mean(1)
     else:

@@ -37,9 +37,14 @@ def encode_prompts(model, prompts: Sequence[str], templates: Optional[Sequence[T
     texts = [format_template(t, p) for p in prompts for t in templates]
     if device is None:
         device = next(iter(model.parameters())).device
+    emb = unit_text_embeddings(model, texts, device, batch_size).view(len(prompts), len(templates), -1).mean(1)
+    return F.normalize(emb, dim=-1)
+
+
+def unit_text_embeddings(model, texts: Sequence[str], device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """(len(texts), D) float32 unit text embeddings (no template), encoded ``batch_size`` texts at a time."""
     chunks = []
     for i in range(0, len(texts), batch_size):
-        tokens = model.tokenizer(texts[i:i + batch_size]).to(device)
+        tokens = model.tokenizer(list(texts[i:i + batch_size])).to(device)
         chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
-    emb = torch.cat(chunks).view(len(prompts), len(templates), -1).mean(1)
-    return F.normalize(emb, dim=-1)
+    return torch.cat(chunks)
