@@ -138,6 +138,6 @@ def test_quick_stays_short_for_every_arch():
     for arch in ("rn", "vit"):
         quick, full = (load_settings(DemoConfig(quick=q, arch=arch)) for q in (True, False))
         assert quick.teacher.steps is None  # the teacher pre-training's own quick length, not the ViT's 800
-        assert quick.distill["steps"] == 80
+        assert quick.distill["steps"] == 60
     assert load_settings(DemoConfig(quick=False, arch="vit")).distill["steps"] == 600
     assert load_settings(DemoConfig(quick=True, arch="vit")).distill["lr"] == 2e-3  # arch values still apply
