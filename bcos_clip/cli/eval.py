@@ -134,8 +134,7 @@ def _config(args: argparse.Namespace, device: str) -> Any:
                       save_probe=not args.no_save_probe, probe=probe, feature_root=args.feature_root,
                       custom_classnames=classnames, custom_templates=templates,
                       dump_classnames=args.dump_classnames, dump_templates=args.dump_templates,
-                      save_clf=args.save_clf, load_clfs=tuple(args.load_clfs), model_cache_dir=args.model_cache_dir,
-                      skip_load=args.skip_load)
+                      save_clf=args.save_clf, load_clfs=tuple(args.load_clfs), model_cache_dir=args.model_cache_dir)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -156,10 +155,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _notes(args: argparse.Namespace) -> None:
     """Say which accepted CLIP_benchmark flags change nothing here."""
-    if args.skip_load:
-        log.info("--skip_load: the model is loaded all the same (cached features are reused); the "
-                 "clip_benchmark probe draws its permutation as their --skip_load run does")
-    for name, on, why in (("--annotation_file", args.annotation_file, "wds folders carry their captions"),
+    for name, on, why in (("--skip_load", args.skip_load, "the model is always loaded; cached features are reused"),
+                          ("--annotation_file", args.annotation_file, "wds folders carry their captions"),
                           ("--wds_cache_dir", args.wds_cache_dir, "local shards are read in place")):
         if on:
             log.info("%s: no effect in bcos-clip (%s)", name, why)

@@ -69,9 +69,8 @@ def _add_run_flags(g: Any) -> None:
     flag(g, "fewshot_epochs", "--epochs", type=positive_int, default=None,
          help="linear-probe epochs (default: 10 with --probe-protocol clip_benchmark, 20 with paper)")
     flag(g, "fewshot_lr", "--lr", type=positive_float, default=0.1, help="linear-probe learning rate (AdamW)")
-    flag(g, "skip_load", action="store_true", help="bcos-clip always loads the model (its feature cache is "
-         "keyed by the model's weights, so a cached run reads features without recomputing them); the "
-         "clip_benchmark probe then draws its permutation as their --skip_load run does")
+    flag(g, "skip_load", action="store_true", help="accepted; bcos-clip always loads the model (its feature "
+         "cache is keyed by the model's weights, so a cached run reads features without recomputing them)")
     flag(g, "distributed", action="store_true", help="accepted; under torchrun every run is split across the "
          "ranks' data (rather than runs across ranks), without torchrun it has no effect")
     flag(g, "seed", type=integer, default=0, help="few-shot sampling, validation split and probe seed")

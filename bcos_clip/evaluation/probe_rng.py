@@ -9,9 +9,11 @@ Between its ``torch.manual_seed(args.seed)`` (once per model x dataset x languag
 is used by, in this order:
 
 1. model loading: ``open_clip.create_model_and_transforms`` builds the model with its random
-   initialisation before the checkpoint overwrites it (the draws depend on the architecture only);
-   nothing without ``--skip_load``. bcos-clip loads an open_clip model through the same constructors
-   (``open_clip.CLIP`` / ``CustomTextCLIP`` from the same config), so the same draws happen;
+   initialisation before the checkpoint overwrites it (the draws depend on the architecture only).
+   bcos-clip loads an open_clip model through the same constructors (``open_clip.CLIP`` /
+   ``CustomTextCLIP`` from the same config), so the same draws happen; a bcos_clip checkpoint loads
+   through ``bcos_clip.load`` on both sides (``scripts/clip_benchmark_cpu.py``). (Their
+   ``--skip_load`` would draw nothing here, but 1.6.2 then stops before writing its record: not replayed);
 2. ``--val_proportion``: ``torch.utils.data.random_split`` (one ``randperm`` of the training set);
 3. feature extraction, only when its feature cache has no training features yet: one DataLoader
    iterator per split (train, validation if any, test), each drawing one int64 for its workers' base
@@ -52,8 +54,8 @@ class ClipBenchmarkRng:
     """CLIP_benchmark's global RNG from its model loading to its probe's permutation (module docstring).
 
     ``after_load``: the CPU generator state after loading the model (:func:`seeded_load`); None
-    (model loaded elsewhere, or ``--skip_load``): the state right after ``torch.manual_seed(seed)``,
-    and no DataLoader draws either. ``loader_draws``: how many feature DataLoader iterators ran (0
+    (a model loaded elsewhere, e.g. a ready ``ModelHandle``): the state right after
+    ``torch.manual_seed(seed)``, and no DataLoader draws either. ``loader_draws``: how many feature DataLoader iterators ran (0
     when the training features came from the cache)."""
 
     seed: int

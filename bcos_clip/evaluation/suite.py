@@ -72,7 +72,7 @@ def _handle(spec: Any, cfg: EvalConfig, loader: ModelLoader) -> ModelHandle:
         return spec
     model, state = seeded_load(lambda: loader(spec.model, spec.pretrained), cfg.probe.seed)  # as CLIP_benchmark
     model = model.to(cfg.device).eval()
-    return ModelHandle(model, spec.model, spec.pretrained, spec.label or "", None if cfg.skip_load else state)
+    return ModelHandle(model, spec.model, spec.pretrained, spec.label or "", state)
 
 
 def _identity(spec: Any) -> Tuple[str, Optional[str], str]:

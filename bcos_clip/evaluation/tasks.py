@@ -40,8 +40,6 @@ class EvalConfig:
     ``cache_dir/features``, ``OUTPUT/cache/features`` for a folder, ``features`` as CLIP_benchmark for
     a template). ``save_clf`` may hold output placeholders; ``load_clfs`` replaces the text tower's
     classifier by the mean of those files; ``model_cache_dir`` keeps downloaded weights.
-    ``skip_load``: CLIP_benchmark's flag; the model is loaded all the same, but the clip_benchmark
-    probe draws its permutation as their ``--skip_load`` run does (straight after the seed).
     """
 
     output: str = "eval_results"
@@ -66,7 +64,6 @@ class EvalConfig:
     save_clf: Optional[str] = None
     load_clfs: Tuple[str, ...] = ()
     model_cache_dir: Optional[str] = None
-    skip_load: bool = False
 
     @property
     def cache_path(self) -> Optional[Path]:
