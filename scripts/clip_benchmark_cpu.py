@@ -20,11 +20,9 @@ What is patched, and nothing else:
    B-cos model, its [0, 1] preprocess and its tokenizer); every other model goes through CLIP_benchmark's
    own open_clip loader, unchanged.
 
-Only with ``--seeded-permutation`` (for a bit-exact comparison, not needed to run): one more edit of
-the probe copy, ``torch.manual_seed(seed)`` right before it draws the training-set permutation. Theirs
-draws it from the global RNG in whatever state loading the model and iterating the feature loaders left
-it (so it depends on the model class and on whether features were cached); bcos-clip draws it from
-``seed``. With the edit both draw the same permutation.
+Nothing touches the random numbers: their probe draws its training-set permutation from the global
+RNG where loading the model and iterating the feature loaders left it, and bcos-clip's
+``--probe-protocol clip_benchmark`` replays that sequence (``bcos_clip/evaluation/probe_rng.py``).
 """
 from __future__ import annotations
 
@@ -38,17 +36,14 @@ from typing import List, Tuple
 
 PROBE_EDITS = (("    assert device == 'cuda' # need to use cuda for this else too slow\n", "", 1),
                (".cuda()", ".to(device)", 4))
-SEEDED_PERMUTATION = (("    perm = [p.item() for p in torch.randperm(length)]\n",
-                       "    torch.manual_seed(seed)\n    perm = [p.item() for p in torch.randperm(length)]\n", 1),)
 
 
-def patched_linear_probe(workdir: Path, seeded_permutation: bool):
-    """CLIP_benchmark's linear_probe module with :data:`PROBE_EDITS` (and :data:`SEEDED_PERMUTATION`)
-    applied, counts checked."""
+def patched_linear_probe(workdir: Path):
+    """CLIP_benchmark's linear_probe module with :data:`PROBE_EDITS` applied, counts checked."""
     from clip_benchmark.metrics import linear_probe
 
     source = inspect.getsource(linear_probe)
-    for old, new, count in PROBE_EDITS + (SEEDED_PERMUTATION if seeded_permutation else ()):
+    for old, new, count in PROBE_EDITS:
         found = source.count(old)
         if found != count:
             raise SystemExit(f"clip_benchmark_cpu: expected {count}x {old.strip()!r} in {linear_probe.__file__}, "
@@ -92,39 +87,36 @@ def bcos_aware_loader(original):
     return load
 
 
-USAGE = "usage: clip_benchmark_cpu.py [--register NAME=CONFIG.json ...] [--seeded-permutation] -- eval ..."
+USAGE = "usage: clip_benchmark_cpu.py [--register NAME=CONFIG.json ...] -- eval ..."
 
 
-def split_argv(argv: List[str]) -> Tuple[List[Tuple[str, str]], bool, List[str]]:
-    """(registrations, seeded permutation, clip_benchmark arguments) of the command line."""
+def split_argv(argv: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(registrations, clip_benchmark arguments) of the command line."""
     if "--" not in argv:
         raise SystemExit(USAGE)
     own, rest = argv[:argv.index("--")], argv[argv.index("--") + 1:]
-    regs, seeded = [], False
+    regs = []
     while own:
-        if own[0] == "--seeded-permutation":
-            seeded, own = True, own[1:]
-        elif own[0] == "--register" and len(own) >= 2 and "=" in own[1]:
+        if own[0] == "--register" and len(own) >= 2 and "=" in own[1]:
             regs.append(tuple(own[1].split("=", 1)))
             own = own[2:]
         else:
             raise SystemExit(f"clip_benchmark_cpu: unexpected {own[0]!r}; {USAGE}")
-    return regs, seeded, rest
+    return regs, rest
 
 
 def main(argv: List[str]) -> int:
-    regs, seeded, rest = split_argv(argv)
+    regs, rest = split_argv(argv)
     import clip_benchmark.cli as cli
     import clip_benchmark.models as models
 
     workdir = Path(tempfile.mkdtemp(prefix="clip_benchmark_cpu_"))
     for name, config in regs:
         register_config(name, config, workdir)
-    cli.linear_probe = patched_linear_probe(workdir, seeded)
+    cli.linear_probe = patched_linear_probe(workdir)
     models.TYPE2FUNC["open_clip"] = bcos_aware_loader(models.TYPE2FUNC["open_clip"])
     print("clip_benchmark_cpu: patched linear_probe (assert removed, .cuda() -> .to(device)"
-          + ("; permutation drawn after torch.manual_seed(seed)" if seeded else "")
-          + f"); registered {[n for n, _ in regs]}; bcos_clip checkpoints load through bcos_clip", file=sys.stderr)
+          f"); registered {[n for n, _ in regs]}; bcos_clip checkpoints load through bcos_clip", file=sys.stderr)
     sys.argv = ["clip_benchmark"] + rest
     cli.main()
     return 0

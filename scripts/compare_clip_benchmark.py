@@ -14,10 +14,10 @@ Both sides run in their own folder holding the same relative names (``teacher.js
 ``student`` (a checkpoint), ``models.txt``, ``datasets.txt``), so CLIP_benchmark's default output
 template names the same files on both sides. Checks: every file CLIP_benchmark wrote exists on ours;
 its keys are a subset of ours with equal values (``dataset``, ``model``, ``pretrained``, ``task``,
-``language``); the ``metrics`` keys are equal; zero-shot and retrieval metrics are equal exactly (an
-undefined acc5: their NaN, our null); linear probes are equal exactly when CLIP_benchmark draws its
-permutation from the seed (``--seeded-permutation``), and for its unmodified run the difference is
-reported in test samples. Exit code 0 when every check passes.
+``language``); the ``metrics`` keys are equal; every metric is equal exactly (an undefined acc5: their
+NaN, our null), linear probes included: bcos-clip replays the global-RNG draws of CLIP_benchmark's run
+(``bcos_clip/evaluation/probe_rng.py``). A difference is reported in test samples. Exit code 0 when
+every check passes.
 """
 from __future__ import annotations
 
@@ -43,18 +43,22 @@ RETRIEVAL = "wds/shapes_retrieval"
 
 @dataclass(frozen=True)
 class Command:
-    """One command line, run on both sides. ``exact``: metrics must match to the last bit;
-    ``seeded``: CLIP_benchmark's probe permutation drawn from the seed; ``folder``: created first on
-    both sides (CLIP_benchmark does not create the folders of its output template)."""
+    """One command line, run on both sides; metrics must match to the last bit. ``folder``: created
+    first on both sides (CLIP_benchmark does not create the folders of its output template)."""
 
     name: str
     argv: Tuple[str, ...]
-    exact: bool = True
-    seeded: bool = False
     folder: Optional[str] = None
 
 
+def _to(folder: str) -> Tuple[str, ...]:
+    return ("--output", folder + "/{dataset}_{pretrained}_{model}_{language}_{task}.json")
+
+
 def commands(root: str, quick: bool) -> List[Command]:
+    """The command lines: zero-shot (``--task auto``), retrieval, and linear probes: features
+    extracted (each side's feature cache empty), the same again with the features cached (nothing
+    drawn for the loaders), few-shot with a validation split, and the weight-decay search."""
     common = ("--pretrained_model", "models.txt", "--dataset_root", f"{root}/{{dataset}}", "--no_amp",
               "--num_workers", "1")
     probe_sets = PROBE[:1] if quick else PROBE
@@ -62,18 +66,14 @@ def commands(root: str, quick: bool) -> List[Command]:
            Command("retrieval", ("eval", "--dataset", RETRIEVAL, "--task", "zeroshot_retrieval",
                                  "--recall_k", "1", "5", "10") + common)]
     probe = ("eval", "--dataset", *probe_sets, "--task", "linear_probe") + common
-    out.append(Command("linear probe (permutation from the seed)", probe, seeded=True))
-    if not quick:
-        out.append(Command("linear probe, CLIP_benchmark unmodified", probe + ("--feature_root", "features_raw",
-                           "--output", "raw/{dataset}_{pretrained}_{model}_{language}_{task}.json"),
-                           exact=False, folder="raw"))
+    out.append(Command("linear probe", probe))
+    out.append(Command("linear probe, features cached (the same again)", probe + _to("cached"), folder="cached"))
     out.append(Command("linear probe, --val_split test --fewshot_k 4", probe + (
-        "--val_split", "test", "--fewshot_k", "4", "--feature_root", "features_val",
-        "--output", "fewshot/{dataset}_{pretrained}_{model}_{language}_{task}.json"), seeded=True, folder="fewshot"))
+        "--val_split", "test", "--fewshot_k", "4", "--feature_root", "features_val") + _to("fewshot"),
+        folder="fewshot"))
     if not quick:
         out.append(Command("linear probe, --val_split test (weight-decay search, refit on train+val)", probe + (
-            "--val_split", "test", "--feature_root", "features_val2",
-            "--output", "val/{dataset}_{pretrained}_{model}_{language}_{task}.json"), seeded=True, folder="val"))
+            "--val_split", "test", "--feature_root", "features_val2") + _to("val"), folder="val"))
     return out
 
 
@@ -126,15 +126,14 @@ def compare_file(cmd: Command, theirs: Path, ours: Path, name: str) -> Tuple[Lis
         samples = None if diff is None or not n or k not in ("lp_acc1", "lp_acc5", "acc1", "acc5") else diff * n
         rows.append({"command": cmd.name, "file": name, "metric": k, "theirs": tv, "ours": ov,
                      "diff": diff, "diff_samples": samples, "n_test": n})
-        if cmd.exact and not _same(tv, ov):
+        if not _same(tv, ov):
             problems.append(f"{name}: {k} ours {ov!r} != theirs {tv!r}")
     return problems, rows
 
 
 def compare(cmd: Command, theirs: Path, ours: Path, before: set) -> Tuple[List[str], List[dict]]:
     files = sorted(p for p in theirs.rglob("*.json") if p.is_file() and not p.is_symlink()
-                   and p.relative_to(theirs).parts[0] not in ("features", "features_raw", "features_val",
-                                                             "features_val2") and p not in before)
+                   and not p.relative_to(theirs).parts[0].startswith("features") and p not in before)
     if not files:
         return [f"{cmd.name}: CLIP_benchmark wrote no result file"], []
     problems, rows = [], []
@@ -218,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for cmd in commands(str(wds.resolve()), args.quick):
         before = set(theirs.rglob("*.json"))
         cb = [args.cb_python, "-W", "ignore", str(WRAPPER), "--register", "teacher.json=teacher.json"]
-        cb += (["--seeded-permutation"] if cmd.seeded else []) + ["--", *cmd.argv]
+        cb += ["--", *cmd.argv]
         t_cb = run_side(cmd, theirs, cb, env)
         t_ours = run_side(cmd, ours, [sys.executable, "-m", "bcos_clip.cli", "--log-level", "WARNING", *cmd.argv], env)
         times[cmd.name] = (t_cb, t_ours)

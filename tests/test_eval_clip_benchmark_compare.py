@@ -1,7 +1,8 @@
 """The same ``clip_benchmark eval`` command lines through CLIP_benchmark itself (1.6.2, in its own
 environment, on the CPU through ``scripts/clip_benchmark_cpu.py``) and through ``bcos-clip eval``:
-the same result files, CLIP_benchmark's keys with its values, zero-shot and retrieval metrics equal to
-the last bit, linear probes too once CLIP_benchmark draws its permutation from the seed.
+the same result files, CLIP_benchmark's keys with its values, every metric equal to the last bit: zero-shot,
+retrieval and the linear probes of unmodified CLIP_benchmark (features extracted, then cached, and few-shot
+with a validation split), whose permutation bcos-clip draws where their global RNG stands.
 
 Slow, and skipped unless CLIP_benchmark can be run: set ``CLIP_BENCHMARK_PYTHON`` to the python of an
 environment where ``clip_benchmark==1.6.2`` is installed (e.g. a venv that sees this one's packages
@@ -57,6 +58,6 @@ def test_clip_benchmark_and_bcos_clip_agree(tiny_rn, tiny_rn_bcos, tmp_path):
     result = json.loads(out.read_text())
     assert not result["problems"]
     files = {r["file"] for r in result["rows"]}
-    assert len(files) == 10  # 2 models x (2 zero-shot + 1 retrieval + 2 linear-probe runs)
+    assert len(files) == 12  # 2 models x (2 zero-shot + 1 retrieval + 3 linear-probe runs)
     compared = [r for r in result["rows"] if r["metric"] in ("acc1", "lp_acc1", "image_retrieval_recall@5")]
-    assert len(compared) == 10 and all(r["diff"] == 0 for r in compared)
+    assert len(compared) == 12 and all(r["diff"] == 0 for r in compared)

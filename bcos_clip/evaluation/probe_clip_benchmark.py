@@ -19,9 +19,9 @@ What it does, step by step (features: frozen, L2-normalised):
 - metrics: ``lp_acc1``, ``lp_acc5`` (only when the largest test label is >= 5, as theirs),
   ``lp_mean_per_class_recall`` (balanced accuracy).
 
-Their own runs draw the permutation (and a validation split) from the global RNG after loading the
-model, which cannot be reproduced from outside; ours draws it from ``seed``. Both are one sample of
-the same random procedure, so probe numbers agree to about one test sample, not to the bit.
+The permutation (and a ``val_proportion`` split) is drawn, as theirs, from the global RNG where
+their model loading and feature extraction left it: ``rng`` replays that (:mod:`probe_rng`); without
+it, straight from ``seed``.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from bcos_clip.evaluation.linear_probe import ProbeConfig, probe_metrics
 from bcos_clip.evaluation.metrics import topk_accuracy
+from bcos_clip.evaluation.probe_rng import ClipBenchmarkRng
 from bcos_clip.runtime.precision import autocast
 
 log = logging.getLogger(__name__)
@@ -165,15 +166,19 @@ def _split_off_validation(train: Split, cfg: ProbeConfig, gen: torch.Generator) 
 
 
 def fit_and_evaluate(train: Split, test: Split, num_classes: int, cfg: ProbeConfig,
-                     val: Optional[Split] = None) -> Tuple[torch.nn.Linear, Dict[str, Any], Dict[str, Any]]:
+                     val: Optional[Split] = None, rng: Optional[ClipBenchmarkRng] = None
+                     ) -> Tuple[torch.nn.Linear, Dict[str, Any], Dict[str, Any]]:
     """CLIP_benchmark's protocol (module docstring). ``num_classes`` (the dataset's) is not used: as
     theirs, the head has (largest training label + 1) outputs. ``cfg`` must be resolved
-    (:meth:`ProbeConfig.resolved`). Returns (head, record metrics, settings actually used)."""
+    (:meth:`ProbeConfig.resolved`). ``rng``: their global RNG before the permutation (None: from
+    ``cfg.seed``). Returns (head, record metrics, settings actually used)."""
     if cfg.epochs is None or cfg.batch_size is None:
         raise ValueError("ProbeConfig.resolved(batch_size) first: epochs / batch_size unset")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = rng if rng is not None else ClipBenchmarkRng(cfg.seed)
+    gen = rng.generator()
     if val is None:
         train, val = _split_off_validation(train, cfg, gen)
+    rng.skip_loaders(gen)
     if train[1].numel() == 0:
         raise ValueError("the linear probe has no training samples")
     out_dim = int(train[1].max()) + 1
@@ -191,7 +196,7 @@ def fit_and_evaluate(train: Split, test: Split, num_classes: int, cfg: ProbeConf
     with_acc5 = test[1].numel() > 0 and int(test[1].max()) >= 5
     metrics = probe_metrics(logits, test[1], wd, cfg, with_acc5)
     used = {**asdict(cfg), "weight_decay": wd, "n_train": int(xtr.shape[0]), "wd_search": tried,
-            "num_outputs": out_dim}
+            "num_outputs": out_dim, "permutation_rng": rng.describe()}
     log.info("linear probe (clip_benchmark protocol): wd %.3g, %d training samples, top-1 %s",
              wd, xtr.shape[0], metrics["lp_acc1"])
     return head, metrics, used

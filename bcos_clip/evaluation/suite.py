@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from bcos_clip.data.readers.registry import dataset_name
 from bcos_clip.runtime.distributed import is_main_process
 from bcos_clip.evaluation.output_names import RunName, is_template, result_file
+from bcos_clip.evaluation.probe_rng import seeded_load
 from bcos_clip.evaluation.results import first_line, make_record, write_record
 from bcos_clip.evaluation.suite_files import Suite, SuiteEntry, load_groups
 from bcos_clip.evaluation.tasks import EvalConfig, ModelHandle, evaluate, existing_ok, resolve_task
@@ -69,9 +70,9 @@ def default_loader(cache_dir: Optional[str] = None) -> ModelLoader:
 def _handle(spec: Any, cfg: EvalConfig, loader: ModelLoader) -> ModelHandle:
     if isinstance(spec, ModelHandle):
         return spec
-    model = loader(spec.model, spec.pretrained)
+    model, state = seeded_load(lambda: loader(spec.model, spec.pretrained), cfg.probe.seed)  # as CLIP_benchmark
     model = model.to(cfg.device).eval()
-    return ModelHandle(model, spec.model, spec.pretrained, spec.label or "")
+    return ModelHandle(model, spec.model, spec.pretrained, spec.label or "", state)
 
 
 def _identity(spec: Any) -> Tuple[str, Optional[str], str]:

@@ -17,12 +17,13 @@ from bcos_clip.evaluation.classifier import templates_key, tokenizer_context_len
 from bcos_clip.evaluation.custom_prompts import PromptTable, with_custom_prompts
 from bcos_clip.data.readers.registry import dataset_name, open_dataset, parse_spec
 from bcos_clip.runtime.distributed import rank_world
-from bcos_clip.evaluation.features import LoaderSettings, cached_split_features
+from bcos_clip.evaluation.features import LoaderSettings, cached_split_features, feature_cache_path
 from bcos_clip.runtime.hashing import json_digest, model_digest, text_tower_digest
 from bcos_clip.evaluation.linear_probe import ProbeConfig, save_probe
 from bcos_clip.evaluation.output_names import RunName, is_template, probe_head_file, result_file
 from bcos_clip.runtime.precision import effective_precision
 from bcos_clip.evaluation.probe import run_probe
+from bcos_clip.evaluation.probe_rng import ClipBenchmarkRng, loader_draws
 from bcos_clip.evaluation.results import make_record, model_label, read_record, write_record
 from bcos_clip.evaluation.zeroshot import ClassifierFiles, TaskOutput, zeroshot_classification, zeroshot_retrieval
 
@@ -87,12 +88,15 @@ class EvalConfig:
 @dataclass
 class ModelHandle:
     """A model in the common interface (``encode_image`` on [0, 1] images, ``encode_text``,
-    ``tokenizer``, ``preprocess``) with its command-line identity and lazily computed digests."""
+    ``tokenizer``, ``preprocess``) with its command-line identity and lazily computed digests.
+    ``rng_after_load``: the CPU RNG state after loading it right after ``torch.manual_seed(seed)``
+    (:func:`probe_rng.seeded_load`), for the clip_benchmark probe's permutation; None: unknown."""
 
     model: Any
     model_arg: str
     pretrained: Optional[str] = None
     label: str = ""
+    rng_after_load: Optional[torch.Tensor] = field(default=None, repr=False)
     _hashes: Dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -138,11 +142,14 @@ def _linear_probe(h: ModelHandle, ds: Any, cfg: EvalConfig, spec: str) -> Option
     for split in (cfg.train_split, probe_cfg.val_split):
         if split and not ds.has_split(split):
             raise ValueError(f"dataset {ds.name!r} has no {split!r} split for the linear probe")
+    computed = not feature_cache_path(cfg.feature_path, h.model_hash(), ds, cfg.train_split, cfg.precision).is_file()
     train, test = _probe_features(h, ds, cfg.train_split, cfg), _probe_features(h, ds, cfg.split, cfg)
     val = _probe_features(h, ds, probe_cfg.val_split, cfg) if probe_cfg.val_split else None
     if train is None or test is None:
         return None  # not rank 0
-    head, metrics, used = run_probe(train, test, len(ds.classnames), probe_cfg, val)
+    has_val = bool(probe_cfg.val_split or probe_cfg.val_proportion)
+    rng = ClipBenchmarkRng(probe_cfg.seed, h.rng_after_load, loader_draws(computed, has_val))
+    head, metrics, used = run_probe(train, test, len(ds.classnames), probe_cfg, val, rng)
     extra: Dict[str, Any] = {"probe": used}
     if cfg.save_probe:
         path = probe_head_file(cfg.output, _run_name(h, spec, "linear_probe", cfg))
