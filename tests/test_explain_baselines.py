@@ -76,6 +76,21 @@ def test_gradient_matches_autograd_and_ig_is_complete():
     assert torch.allclose(ig.sum((-2, -1)), expected, atol=2e-3)
 
 
+@pytest.mark.parametrize("per_image_text", [False, True])
+def test_integrated_gradients_batched_path_equals_one_point_per_pass(plain_rn, per_image_text):
+    """The fast path (several path points per model call) against its slow twin (one point per call)."""
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    t = F.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(5)), dim=-1)
+    if per_image_text:
+        t = F.normalize(torch.randn(3, 2, 64, generator=torch.Generator().manual_seed(6)), dim=-1)
+    fast = baselines.integrated_gradients(plain_rn, x, t, steps=7)  # all 7 points in one pass
+    slow = baselines.integrated_gradients(plain_rn, x, t, steps=7, pass_images=x.shape[0])
+    uneven = baselines.integrated_gradients(plain_rn, x, t, steps=7, pass_images=2 * x.shape[0])  # 2 + 2 + 2 + 1
+    scale = slow.abs().max()
+    assert scale > 0
+    assert (fast - slow).abs().max() <= 1e-5 * scale and (uneven - slow).abs().max() <= 1e-5 * scale
+
+
 def test_gradcam_removes_its_hook_on_errors(plain_rn, monkeypatch):
     layer, tokens = gradcam_layer(plain_rn)
     assert not tokens
