@@ -14,6 +14,9 @@ correctly and confidently classified test images (the game's pool, student only)
 ``--teacher`` adds the plain teacher's cosines (``<demo>/teacher``) on the same images and grids: its
 own-prompt score on single images and each cell prompt's score on the grids (no contributions).
 
+``token_norms``: the mean norm of the patch tokens the (B-cos) stem makes from these images and of the
+patch positions added to them (the teacher's too, with ``--teacher``): how much of every token is position.
+
 ``--positional input`` re-attributes a ``bias``-positional ViT's positional embedding to each patch's
 pixels (the same function, ``bcosify`` spec ``positional``), to see how much of the bias it is.
 
@@ -85,6 +88,14 @@ def grid_images(pool: torch.Tensor, labels: torch.Tensor, n_grids: int, seed: in
 
 
 @torch.no_grad()
+def token_norms(visual: torch.nn.Module, stem_input: torch.Tensor) -> Dict[str, float]:
+    """Mean norm of the stem's patch tokens and of the patch positions: (N, C, H, W) stem input."""
+    tokens = visual.conv1(stem_input).flatten(2).transpose(1, 2)
+    return {"patch_tokens": float(tokens.norm(dim=-1).mean()),
+            "positions": float(visual.positional_embedding[1:].norm(dim=-1).mean())}
+
+
+@torch.no_grad()
 def teacher_scores(demo: Path, data: Dict[str, Any], pool: torch.Tensor, labels: torch.Tensor, n_grids: int,
                    seed: int) -> Dict[str, float]:
     """The plain teacher's cosine with the own prompt: single images, and each cell's prompt on the grids."""
@@ -96,8 +107,9 @@ def teacher_scores(demo: Path, data: Dict[str, Any], pool: torch.Tensor, labels:
     images, idx = grid_images(pool, labels, n_grids, seed, int(teacher.image_size))
     grid = F.normalize(teacher.encode_image(images).float(), dim=-1)
     cell = torch.einsum("gd,gkd->gk", grid, text[labels[idx]])
+    norms = token_norms(teacher.clip.visual, teacher.normalize_images(as_unit_float(pool)))
     return {"single_score": float((single * text[labels]).sum(-1).mean()), "grid_score": float(cell.mean()),
-            "grid_score_positive": float((cell > 0).float().mean())}
+            "grid_score_positive": float((cell > 0).float().mean()), "token_norms": norms}
 
 
 def evidence(demo: Path, checkpoint: Path, positional: str, n_grids: int, seed: int,
@@ -114,6 +126,8 @@ def evidence(demo: Path, checkpoint: Path, positional: str, n_grids: int, seed: 
     row = {"demo": str(demo), "checkpoint": str(checkpoint), "positional": positional or "as trained",
            "single": single_images(model, pool, labels, text, 48),
            "grid": grids(model, pool, labels, text, n_grids, seed)}
+    x = as_unit_float(pool)
+    row["token_norms"] = token_norms(model.visual, torch.cat([x, 1 - x], dim=1))
     if with_teacher:
         row["teacher"] = teacher_scores(demo, data, pool, labels, n_grids, seed)
     return row
