@@ -66,6 +66,13 @@ ROWS: Dict[str, tuple] = {
     "pos_scale_0.5": ("patch positions x 0.5 at conversion", {"distill": {"bcos_positional_scale": 0.5}}),
     "pos_scale_0.25": ("patch positions x 0.25 at conversion", {"distill": {"bcos_positional_scale": 0.25}}),
     "pos_scale_0.1": ("patch positions x 0.1 at conversion", {"distill": {"bcos_positional_scale": 0.1}}),
+    "pos_0.25_900": ("patch positions x 0.25, 900 distillation steps",
+                     {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25, "steps": 900}}),
+    "text_kd_pos_0.25": ("text_kd, patch positions x 0.25",
+                         {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25}}),
+    "text_kd_900": ("text_kd, patch positions unscaled, 900 distillation steps",
+                    {"distill": {"loss": "text_kd", "bcos_positional_scale": 1.0, "steps": 900}}),
+    "text_kd": ("text_kd, patch positions unscaled", {"distill": {"loss": "text_kd", "bcos_positional_scale": 1.0}}),
     "cosine_pos_0.25": ("cosine loss, patch positions x 0.25",
                         {"distill": {"loss": "cosine", "bcos_positional_scale": 0.25}}),
 }
