@@ -11,6 +11,12 @@ correctly and confidently classified test images (the game's pool, student only)
   of that cell (own object) and of each other cell, the share of own-cell sums > 0, the share of
   positive mass in the map, and the game's score (positive mass in the own cell, box-smoothed).
 
+``--teacher`` adds the plain teacher's cosines (``<demo>/teacher``) on the same images and grids: its
+own-prompt score on single images and each cell prompt's score on the grids (no contributions).
+
+``token_norms``: the mean norm of the patch tokens the (B-cos) stem makes from these images and of the
+patch positions added to them (the teacher's too, with ``--teacher``): how much of every token is position.
+
 ``--positional input`` re-attributes a ``bias``-positional ViT's positional embedding to each patch's
 pixels (the same function, ``bcosify`` spec ``positional``), to see how much of the bias it is.
 
@@ -35,6 +41,7 @@ from bcos_clip.explain import explain
 from bcos_clip.explain.pointing import (as_unit_float, cell_bounds, compose_grid, default_smooth,
                                         localisation_scores, make_grids)
 from bcos_clip.explain.prompts import prompt_embeddings
+from bcos_clip.models import resolve_model
 from bcos_clip.models.checkpoint import load
 
 GRID = 2
@@ -58,11 +65,9 @@ def single_images(model: torch.nn.Module, pool: torch.Tensor, labels: torch.Tens
 def grids(model: torch.nn.Module, pool: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,
           n_grids: int, seed: int) -> Dict[str, float]:
     """The game's grids: score, own-cell vs other-cell sums, positive mass, pointing score."""
-    idx = make_grids(labels, GRID, n_grids, seed)
     size = int(model.image_size)
-    images = torch.stack([compose_grid(as_unit_float(pool[row]), GRID) for row in idx])
-    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    e = explain(model, images.clamp(0, 1), text[labels[idx]], method="prompts")
+    images, idx = grid_images(pool, labels, n_grids, seed, size)
+    e = explain(model, images, text[labels[idx]], method="prompts")
     c = e.contributions
     sums = cell_sums(c, GRID)
     own = sums.diagonal(dim1=1, dim2=2)
@@ -73,19 +78,59 @@ def grids(model: torch.nn.Module, pool: torch.Tensor, labels: torch.Tensor, text
             "pointing": float(localisation_scores(c, GRID, default_smooth(size, GRID)).mean())}
 
 
-def evidence(demo: Path, checkpoint: Path, positional: str, n_grids: int, seed: int) -> Dict[str, Any]:
+def grid_images(pool: torch.Tensor, labels: torch.Tensor, n_grids: int, seed: int, size: int):
+    """The game's 2 x 2 grids of ``pool`` images at the model's size: (G, 3, size, size) in [0, 1] and
+    the (G, 4) row indices into ``pool``."""
+    idx = make_grids(labels, GRID, n_grids, seed)
+    images = torch.stack([compose_grid(as_unit_float(pool[row]), GRID) for row in idx])
+    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images.clamp(0, 1), idx
+
+
+@torch.no_grad()
+def token_norms(visual: torch.nn.Module, stem_input: torch.Tensor) -> Dict[str, float]:
+    """Mean norm of the stem's patch tokens and of the patch positions: (N, C, H, W) stem input."""
+    tokens = visual.conv1(stem_input).flatten(2).transpose(1, 2)
+    return {"patch_tokens": float(tokens.norm(dim=-1).mean()),
+            "positions": float(visual.positional_embedding[1:].norm(dim=-1).mean())}
+
+
+@torch.no_grad()
+def teacher_scores(demo: Path, data: Dict[str, Any], pool: torch.Tensor, labels: torch.Tensor, n_grids: int,
+                   seed: int) -> Dict[str, float]:
+    """The plain teacher's cosine with the own prompt: single images, and each cell's prompt on the grids."""
+    folder = demo / "teacher"
+    config = next(folder.glob("teacher_*.json"))
+    teacher = resolve_model(str(config), str(config.with_suffix(".pt"))).eval()
+    text = prompt_embeddings(teacher, data["classnames"], data["templates"], "cpu")
+    single = F.normalize(teacher.encode_image(as_unit_float(pool)).float(), dim=-1)
+    images, idx = grid_images(pool, labels, n_grids, seed, int(teacher.image_size))
+    grid = F.normalize(teacher.encode_image(images).float(), dim=-1)
+    cell = torch.einsum("gd,gkd->gk", grid, text[labels[idx]])
+    norms = token_norms(teacher.clip.visual, teacher.normalize_images(as_unit_float(pool)))
+    return {"single_score": float((single * text[labels]).sum(-1).mean()), "grid_score": float(cell.mean()),
+            "grid_score_positive": float((cell > 0).float().mean()), "token_norms": norms}
+
+
+def evidence(demo: Path, checkpoint: Path, positional: str, n_grids: int, seed: int,
+             with_teacher: bool = False) -> Dict[str, Any]:
     model = load(checkpoint).eval()
     if positional:
         model.visual.positional = positional  # the same function; only the attribution moves
     world = SimpleNamespace(wds_root=demo / "world" / "wds")
-    data = confident_pool(model, world, {"dataset": "shapes_natural", "per_class": 8, "threshold": 0.5})
+    data = confident_pool(model, world, SimpleNamespace(dataset="shapes_natural", per_class=8, threshold=0.5))
     kept = joint_pool(data, [model], 0.5)
     pool = torch.cat(list(kept.values()))
     labels = torch.cat([torch.full((len(v),), c) for c, v in kept.items()])
     text = prompt_embeddings(model, data["classnames"], data["templates"], "cpu")
-    return {"demo": str(demo), "checkpoint": str(checkpoint), "positional": positional or "as trained",
-            "single": single_images(model, pool, labels, text, 48),
-            "grid": grids(model, pool, labels, text, n_grids, seed)}
+    row = {"demo": str(demo), "checkpoint": str(checkpoint), "positional": positional or "as trained",
+           "single": single_images(model, pool, labels, text, 48),
+           "grid": grids(model, pool, labels, text, n_grids, seed)}
+    x = as_unit_float(pool)
+    row["token_norms"] = token_norms(model.visual, torch.cat([x, 1 - x], dim=1))
+    if with_teacher:
+        row["teacher"] = teacher_scores(demo, data, pool, labels, n_grids, seed)
+    return row
 
 
 def main() -> None:
@@ -93,6 +138,7 @@ def main() -> None:
     ap.add_argument("--demo", required=True, help="a demo output folder (its world/ and students/)")
     ap.add_argument("--checkpoint", default=None, help="default: <demo>/students/text_kd/checkpoints/latest")
     ap.add_argument("--positional", default="", choices=["", "bias", "input"])
+    ap.add_argument("--teacher", action="store_true", help="also the plain teacher's cosines (same images)")
     ap.add_argument("--grids", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -101,7 +147,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     demo = Path(args.demo)
     ckpt = Path(args.checkpoint) if args.checkpoint else demo / "students" / "text_kd" / "checkpoints" / "latest"
-    row = evidence(demo, ckpt, args.positional, args.grids, args.seed)
+    row = evidence(demo, ckpt, args.positional, args.grids, args.seed, args.teacher)
     line = json.dumps(row)
     print(line)
     if args.out:

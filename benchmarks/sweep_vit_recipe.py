@@ -50,6 +50,7 @@ ROWS: Dict[str, tuple] = {
     "pos_drop": ("patch positional embedding dropped", {"distill": {"bcos_positional": "drop"}}),
     "steps_450": ("450 distillation steps", {"distill": {"steps": 450}}),
     "steps_600": ("600 distillation steps", {"distill": {"steps": 600}}),
+    "steps_900": ("900 distillation steps", {"distill": {"steps": 900}}),
     "b_1.5": ("B = 1.5", {"distill": {"bcos_b": 1.5}}),
     "b_2.5": ("B = 2.5", {"distill": {"bcos_b": 2.5}}),
     "temp_0.1": ("distillation temperature 0.1", {"distill": {"temperature": 0.1}}),
@@ -60,8 +61,22 @@ ROWS: Dict[str, tuple] = {
     "caption_0.1": ("text_kd + 0.1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.1}}),
     "caption_0.3": ("text_kd + 0.3 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 0.3}}),
     "caption_1": ("text_kd + 1 x (1 - cos(student, own caption))", {"distill": {"caption_weight": 1.0}}),
+    "loss_cosine": ("cosine distillation loss", {"distill": {"loss": "cosine"}}),
+    "loss_siglip": ("siglip distillation loss (the paper's)", {"distill": {"loss": "siglip"}}),
+    "pos_scale_0.5": ("patch positions x 0.5 at conversion", {"distill": {"bcos_positional_scale": 0.5}}),
+    "pos_scale_0.25": ("patch positions x 0.25 at conversion", {"distill": {"bcos_positional_scale": 0.25}}),
+    "pos_scale_0.1": ("patch positions x 0.1 at conversion", {"distill": {"bcos_positional_scale": 0.1}}),
+    "pos_0.25_900": ("patch positions x 0.25, 900 distillation steps",
+                     {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25, "steps": 900}}),
+    "text_kd_pos_0.25": ("text_kd, patch positions x 0.25",
+                         {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25}}),
+    "text_kd_900": ("text_kd, patch positions unscaled, 900 distillation steps",
+                    {"distill": {"loss": "text_kd", "bcos_positional_scale": 1.0, "steps": 900}}),
+    "text_kd": ("text_kd, patch positions unscaled", {"distill": {"loss": "text_kd", "bcos_positional_scale": 1.0}}),
+    "cosine_pos_0.25": ("cosine loss, patch positions x 0.25",
+                        {"distill": {"loss": "cosine", "bcos_positional_scale": 0.25}}),
 }
-STUDENT_STAGES = ("bcosify", "distill_text_kd", "eval_student", "eval_bcosified", "explain", "pointing")
+STUDENT_STAGES = ("bcosify", "eval_student", "eval_bcosified", "explain", "pointing")  # + distill_<loss>
 COPY = ("world", "teacher", "eval/cache")
 
 
@@ -119,13 +134,14 @@ def row_of(s: Dict[str, Any], name: str, what: str, seed: int) -> Dict[str, Any]
     pg = s["pointing"].get("methods", {})
     best = max((m for m in pg if m != "bcos"), key=lambda m: pg[m]["mean"], default=None)
     stages = {t["name"]: t for t in s["timing"]["stages"]}
+    distill = f"distill_{s['main_loss']}"
     return {"row": name, "what": what, "seed": seed,
             "teacher": s["zeroshot"]["teacher"], "retention": s["retention"]["student"],
             "pointing": pg.get("bcos", {}).get("mean"), "best_baseline": best,
             "baseline": pg[best]["mean"] if best else None,
             "completeness": s["explain"]["completeness"]["max_error_over_tolerance"],
-            "distill_cpu_s": stages.get("distill_text_kd", {}).get("cpu_s"),
-            "student_cpu_s": round(sum(stages[n]["cpu_s"] for n in STUDENT_STAGES if n in stages), 1),
+            "distill_cpu_s": stages.get(distill, {}).get("cpu_s"),
+            "student_cpu_s": round(sum(stages[n]["cpu_s"] for n in (*STUDENT_STAGES, distill) if n in stages), 1),
             "teacher_cpu_s": stages.get("teacher", {}).get("cpu_s"), "threads": s["machine"]["torch_threads"]}
 
 
@@ -138,6 +154,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             "| completeness / tol | distil CPU min |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, rs in by.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
         def cell(f, fmt="{:.2f}"):
             vals = [f(r) for r in rs]
             return fmt.format(sum(vals) / len(vals)) + " (" + " / ".join(fmt.format(v) for v in vals) + ")"

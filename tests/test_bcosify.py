@@ -225,6 +225,25 @@ def test_vit_positional_as_input_term_is_the_same_function_and_leaves_the_bias(t
         bcosify(tiny_vit[0], positional="input", input_encoding="normalize6")
 
 
+def test_vit_positional_scale_scales_only_the_patch_positions(tiny_vit):
+    """positional_scale: the converted tower's patch positions are the original's times the scale (the
+    class token's position and the original model untouched); 1 stays exact at B = 1; <= 0 is refused."""
+    original = tiny_vit[0].visual.positional_embedding.detach().clone()
+    scaled = bcosify(tiny_vit[0], b=1.0, bias=True, positional_scale=0.25).eval()
+    pos = scaled.visual.positional_embedding.detach()
+    assert torch.allclose(pos[1:], 0.25 * original[1:]) and torch.equal(pos[0], original[0])
+    assert torch.equal(tiny_vit[0].visual.positional_embedding, original)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():  # the same as the original with its patch positions scaled
+        ref_model = copy.deepcopy(tiny_vit[0])
+        ref_model.visual.positional_embedding[1:] *= 0.25
+        ref = ref_model.encode_image(normalized(images, ref_model))
+        assert ((scaled.encode_image(images) - ref).norm() / ref.norm()).item() < 1e-5
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positional_scale"):
+            bcosify(tiny_vit[0], positional_scale=bad)
+
+
 def test_vit_positional_drop_removes_the_patch_positions(tiny_vit):
     dropped = bcosify(tiny_vit[0], b=1.0, bias=True, positional="drop").eval()
     assert "positional_embedding" in {r[0] for r in dropped.report.removed}

@@ -254,3 +254,18 @@ def test_paired_difference_on_the_same_grids():
     assert d["mean"] == pytest.approx((0.5 + 0.0 - 0.2) / 3)
     assert d["wins"] == pytest.approx(1 / 3)
     assert d["sem"] > 0
+
+
+def test_report_models_section_names_the_main_loss_student():
+    """A demo whose main student is not text_kd (settings' distill.loss) reports that student (the
+    section read students["text_kd"] and raised KeyError)."""
+    from bcos_clip.apps.demo.report import _models
+
+    zs = {"shapes_natural": 0.9}
+    s = {"teacher": {"steps": 10, "batch_size": 8, "final_loss": 1.0}, "main_loss": "cosine",
+         "students": {"cosine": {"loss": "cosine", "steps": 5, "final_loss": 0.1}},
+         "zeroshot": {"teacher": zs, "bcosified": {}, "student": {"shapes_natural": 0.8}},
+         "chance": {"shapes_natural": 0.0625}, "world": {"groups": {"shapes_natural": "natural"}},
+         "config": {"arch": "vit"}}
+    text = "\n".join(_models(s))
+    assert "`cosine` loss (5 steps" in text

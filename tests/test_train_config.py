@@ -62,10 +62,13 @@ def test_bad_config_values_fail_clearly(tmp_path):
 
 def test_bcos_conversion_flags_reach_the_config(tmp_path):
     flags, _ = _flags(["--model", "RN50", "--train-data", "x.tar", "--out", str(tmp_path), "--steps", "1",
-                       "--bcos-qk", "linear", "--bcos-layernorm", "uncentered"])
+                       "--bcos-qk", "linear", "--bcos-layernorm", "uncentered", "--bcos-positional-scale", "0.25"])
     cfg = build_config(flags)
-    assert (cfg.bcos_qk, cfg.bcos_layernorm) == ("linear", "uncentered")
-    assert (TrainConfig(model="m", train_data="d", output="o", steps=1).bcos_qk, cfg.bcos_b) == ("bcos", 2.0)
+    assert (cfg.bcos_qk, cfg.bcos_layernorm, cfg.bcos_positional_scale) == ("linear", "uncentered", 0.25)
+    default = TrainConfig(model="m", train_data="d", output="o", steps=1)
+    assert (default.bcos_qk, default.bcos_positional_scale, cfg.bcos_b) == ("bcos", 1.0, 2.0)
+    with pytest.raises(ValueError, match="--bcos-positional-scale"):
+        TrainConfig(model="m", train_data="d", output="o", steps=1, bcos_positional_scale=0.0)
 
 
 def test_yaml_reads_exponent_numbers_as_floats(tmp_path):

@@ -28,6 +28,10 @@ class BcosifySpec:
         pixels, which sum to 1 per channel pair: explanations attribute it to the patch; needs
         input_encoding "folded") or "drop" (patch positions removed, a bias-free token path; position
         then comes only from a conv stem's zero padding; changes the function).
+    positional_scale: the patch positions (not the class token's) are multiplied by this at conversion
+        (1 = unchanged, exact at B = 1). A B-cos patch path is much smaller than the plain one (each
+        B-cos layer scales by |cos|), so unscaled positions dominate every patch token and most of a
+        score ends up in the bias; < 1 restores the balance (changes the function; distillation adapts).
     input_encoding: "folded" (CLIP normalisation folded into the first conv, METHOD.md §2) or
         "normalize6" (the official code's 6-channel Normalize; for importing its checkpoints).
     official_c_proj: compatibility with the official RN attention pool, which bypasses c_proj's B-cos
@@ -44,6 +48,7 @@ class BcosifySpec:
     input_encoding: str = "folded"
     layernorm: str = "centered"
     positional: str = "bias"
+    positional_scale: float = 1.0
     official_c_proj: bool = False
     official_v_proj: bool = False
 
@@ -59,6 +64,8 @@ class BcosifySpec:
                              f"got {self.input_encoding!r}")
         if self.positional not in POSITIONALS:
             raise ValueError(f"bcosify: positional must be one of {POSITIONALS}, got {self.positional!r}")
+        if not (self.positional_scale > 0 and self.positional_scale < float("inf")):
+            raise ValueError(f"bcosify: positional_scale must be a finite number > 0, got {self.positional_scale}")
         if self.positional == "input" and self.input_encoding != "folded":
             raise ValueError("bcosify: positional 'input' needs input_encoding 'folded' (the tower must see "
                              "[x, 1-x] itself)")

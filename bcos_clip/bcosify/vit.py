@@ -164,18 +164,21 @@ def convert_vision_transformer(visual: VisionTransformer, spec: BcosifySpec, mea
         proj: nn.Module = linear_from_weight(visual.proj.t(), None, spec, "proj", report)
     else:
         proj = nn.Identity()
+    positions = visual.positional_embedding.detach().clone()
+    positions[1:] *= spec.positional_scale
     tower = BcosVisionTransformer(
         _patch_embedding(visual.conv1, spec, mean, std, report), visual.class_embedding,
-        visual.positional_embedding, layernorm(visual.ln_pre, spec, "ln_pre", report), blocks,
+        positions, layernorm(visual.ln_pre, spec, "ln_pre", report), blocks,
         layernorm(visual.ln_post, spec, "ln_post", report), proj, visual.pool_type,
         bool(visual.final_ln_after_pool), spec.positional)
     report.keep("class_embedding", visual.class_embedding, "additive term, explained as bias")
     if spec.positional == "drop":
         report.remove("positional_embedding", "patch positions (spec.positional 'drop')")
     else:
+        scaled = f" (patch positions x {spec.positional_scale:g})" if spec.positional_scale != 1 else ""
         report.keep("positional_embedding", visual.positional_embedding,
-                    "additive term, explained as bias" if spec.positional == "bias" else
-                    "times a constant-1 linear function of each patch's [x, 1-x]: explained on its pixels")
+                    ("additive term, explained as bias" if spec.positional == "bias" else
+                     "times a constant-1 linear function of each patch's [x, 1-x]: explained on its pixels") + scaled)
     if not isinstance(visual.patch_dropout, nn.Identity):
         report.remove("patch_dropout", "training-time patch dropout (not used by the B-cos tower)")
     report.scan(tower)

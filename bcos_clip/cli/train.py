@@ -99,6 +99,9 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bcos-positional", choices=["bias", "input", "drop"],
                    help="a ViT's positional embedding: added as a bias (default) or as a linear term of each "
                         "patch's [x, 1-x] (same function; explanations attribute it to the patch), or dropped")
+    g.add_argument("--bcos-positional-scale", type=_t("bcos_positional_scale"),
+                   help="a ViT's patch positions times this at conversion (1: unchanged; < 1 gives the B-cos "
+                        "patch path a larger share of each token)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:

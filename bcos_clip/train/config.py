@@ -44,6 +44,7 @@ class TrainConfig:
     bcos_qk: str = "bcos"
     bcos_layernorm: str = "centered"
     bcos_positional: str = "bias"
+    bcos_positional_scale: float = 1.0
     # data
     train_num_samples: Optional[int] = None
     dataset_resampled: bool = False
@@ -113,6 +114,8 @@ class TrainConfig:
         _choice("bcos-qk", self.bcos_qk, QK_KINDS)
         _choice("bcos-layernorm", self.bcos_layernorm, LAYERNORMS)
         _choice("bcos-positional", self.bcos_positional, POSITIONALS)
+        if not 0 < self.bcos_positional_scale < math.inf:
+            raise ValueError(f"--bcos-positional-scale must be a finite number > 0, got {self.bcos_positional_scale}")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of --epochs N and --steps N")
 

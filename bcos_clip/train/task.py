@@ -46,7 +46,7 @@ def build_models(cfg: TrainConfig, resume_dir: Optional[Path]) -> Tuple[PlainCLI
         clip, _, tokenizer = load_clip(cfg.model, cfg.pretrained)
         teacher = PlainCLIP.from_clip(clip, tokenizer)
         student = bcosify(clip, b=cfg.bcos_b, bias=cfg.bcos_bias, qk=cfg.bcos_qk, layernorm=cfg.bcos_layernorm,
-                          positional=cfg.bcos_positional)
+                          positional=cfg.bcos_positional, positional_scale=cfg.bcos_positional_scale)
     if resume_dir is not None:
         load_weights_strict(student, read_model_weights(resume_dir / WEIGHTS_NAME), str(resume_dir / WEIGHTS_NAME))
     teacher.eval().requires_grad_(False)

@@ -121,7 +121,7 @@ def _world(s: Dict[str, Any]) -> List[str]:
 
 
 def _models(s: Dict[str, Any]) -> List[str]:
-    t, st = s["teacher"], s["students"]["text_kd"]
+    t, st = s["teacher"], s["students"][s.get("main_loss", "text_kd")]
     zs, chance, groups = s["zeroshot"], s["chance"], s["world"]["groups"]
     refit = "; BatchNorm statistics refitted on 320 training images" if s["config"]["arch"] == "rn" else ""
     rows = [[ds, groups[ds], _pct(chance[ds]), _pct(zs["teacher"][ds]), _pct(zs["bcosified"].get(ds)),

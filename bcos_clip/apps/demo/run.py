@@ -69,7 +69,8 @@ def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, 
     folder = out / "bcosified"
     student = settings.train_config(model=teacher["model"], train_data=world.train_shards, output=str(folder))
     spec = {"b": student.bcos_b, "bias": student.bcos_bias, "qk": student.bcos_qk,
-            "layernorm": student.bcos_layernorm, "positional": student.bcos_positional}
+            "layernorm": student.bcos_layernorm, "positional": student.bcos_positional,
+            "positional_scale": student.bcos_positional_scale}
 
     def work() -> Dict[str, Any]:
         clip, _, _ = load_clip(teacher["model"], teacher["pretrained"])
