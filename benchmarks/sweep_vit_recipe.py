@@ -68,6 +68,8 @@ ROWS: Dict[str, tuple] = {
     "pos_scale_0.1": ("patch positions x 0.1 at conversion", {"distill": {"bcos_positional_scale": 0.1}}),
     "pos_0.25_900": ("patch positions x 0.25, 900 distillation steps",
                      {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25, "steps": 900}}),
+    "pos_0.25_750": ("patch positions x 0.25, 750 distillation steps",
+                     {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25, "steps": 750}}),
     "text_kd_pos_0.25": ("text_kd, patch positions x 0.25",
                          {"distill": {"loss": "text_kd", "bcos_positional_scale": 0.25}}),
     "text_kd_900": ("text_kd, patch positions unscaled, 900 distillation steps",
