@@ -137,7 +137,7 @@ def test_quick_stays_short_for_every_arch():
     must not leak into the smoke run (they did when arch was merged last)."""
     for arch in ("rn", "vit"):
         quick, full = (load_settings(DemoConfig(quick=q, arch=arch)) for q in (True, False))
-        assert quick.teacher.steps is None  # the teacher pre-training's own quick length, not the ViT's 800
+        assert quick.teacher.steps is None  # the teacher pre-training's own quick length, not the ViT's 1200
         assert quick.distill["steps"] == 60
     vit_steps = yaml.safe_load(settings_path().read_text(encoding="utf-8"))["arch"]["vit"]["distill"]["steps"]
     assert load_settings(DemoConfig(quick=False, arch="vit")).distill["steps"] == vit_steps != 60
