@@ -30,6 +30,7 @@ def test_settings_quick_and_arch_sections_are_merged():
     assert quick.distill["lr"] == full.distill["lr"]  # untouched keys survive the merge
     assert vit.distill["lr"] != full.distill["lr"] or vit == full
     assert 0.5 < full.distill["crop_scale_min"] <= 1.0  # captions name positions: no small crops
+    assert full.world.collage_share == 0.0 < vit.world.collage_share  # the RN world has no collages (issue 17)
     assert quick.pointing.n_grids < full.pointing.n_grids and quick.pointing.grid == full.pointing.grid
 
 

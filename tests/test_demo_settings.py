@@ -42,6 +42,8 @@ def test_unknown_keys_name_the_file_and_the_key(tmp_path, bad, message):
     ({"explain": {"prompts": "red circle"}}, "explain.prompts: expected a list"),
     ({"distill": {"lr": -1.0}}, "distill: lr (--lr): must be > 0"),
     ({"distill": {"loss": "mse"}}, "distill: --loss 'mse': choose one of"),
+    ({"world": {"collage_share": 2}}, "world.collage_share: must be between 0 and 1, got 2.0"),
+    ({"world": {"collage_share": "0.2"}}, "world.collage_share: expected float, got '0.2'"),
 ])
 def test_bad_values_name_the_key(tmp_path, bad, message):
     path = _write(tmp_path, bad)

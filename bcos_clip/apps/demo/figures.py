@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bcos_clip.apps.demo.charts_pillow import curve_panels, group_bars, pointing_bars
-from bcos_clip.data.shapes.world import render_scene, train_sample
+from bcos_clip.data.shapes.world import render_sample, train_sample
 from bcos_clip.evaluation.plot import NEUTRAL, PALETTE, default_backend, pyplot, rgb01
 from bcos_clip.explain.sheet import captioned, hstack, upscale, vstack
 
@@ -35,12 +35,13 @@ def _wrap(text: str, width: int = 26, n_lines: int = 4) -> List[str]:
     return lines + [""] * (n_lines - len(lines))
 
 
-def world_samples(seed: int, size: int, path: Path, n: int = 8, per_row: int = 4, cell: int = 160) -> Path:
+def world_samples(seed: int, size: int, path: Path, n: int = 8, per_row: int = 4, cell: int = 160,
+                  collage_share: float = 0.0) -> Path:
     """A grid of ``n`` training images (regenerated from the seed, as written to the shards) with captions."""
     tiles = []
     for i in range(n):
-        scene, caption = train_sample(seed, i, size)
-        tiles.append(captioned(upscale(render_scene(scene), cell), _wrap(caption), size=12))
+        scene, caption = train_sample(seed, i, size, collage_share=collage_share)
+        tiles.append(captioned(upscale(render_sample(scene), cell), _wrap(caption), size=12))
     rows = [hstack(tiles[r:r + per_row]) for r in range(0, n, per_row)]
     path.parent.mkdir(parents=True, exist_ok=True)
     vstack(rows, gap=8).save(path)

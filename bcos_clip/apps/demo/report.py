@@ -113,8 +113,11 @@ def _targets(s: Dict[str, Any]) -> List[str]:
 
 def _world(s: Dict[str, Any]) -> List[str]:
     w = s["world"]
+    share = w.get("collage_share") or 0.0
+    collages = (f" ({100 * share:.0f} % of them 2 x 2 collages of small one-object scenes, so that the models "
+                f"know the pointing game's grids)") if share else ""
     return ["## 1. The shapes world", "",
-            f"{w['n_train']:,} training images with captions (img2dataset-style shards in `world/train/`) and "
+            f"{w['n_train']:,} training images with captions{collages} (img2dataset-style shards in `world/train/`) and "
             f"CLIP_benchmark `wds/` folders for {', '.join(f'`{t}` ({g})' for t, g in w['groups'].items())}, "
             f"{w['n_eval_per_class']} images per class and split. Training samples:", "",
             f"![training samples]({s['files']['world_samples']})", ""]

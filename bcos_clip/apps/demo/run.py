@@ -58,7 +58,7 @@ CALIBRATION = (10, 32)  # BatchNorm refit of the B-cosified column: batches x im
 def _world(cfg: DemoConfig, settings: DemoSettings, out: Path) -> WorldPaths:
     w = settings.world
     return build_world(out / "world", quick=cfg.quick, seed=cfg.seed, n_train=w.n_train,
-                       n_eval_per_class=w.n_eval_per_class, image_size=w.image_size)
+                       n_eval_per_class=w.n_eval_per_class, image_size=w.image_size, collage_share=w.collage_share)
 
 
 def _bcosified(runner: StageRunner, teacher: Dict[str, str], world: WorldPaths, out: Path,
@@ -149,7 +149,8 @@ def _compare_rows(results: Dict[str, Dict[str, Any]], students: Dict[str, Dict[s
 
 def _figures(out: Path, world: WorldPaths, cfg: DemoConfig, s: Dict[str, Any]) -> None:
     fig = out / "figures"
-    samples = world_samples(cfg.seed, world.image_size, fig / "world_samples.png")
+    samples = world_samples(cfg.seed, world.image_size, fig / "world_samples.png",
+                            collage_share=s["world"]["collage_share"])
     s["files"]["world_samples"] = f"figures/{samples.name}"
     if s["pointing"]["methods"]:
         chance_pg = next(iter(s["pointing"]["methods"].values()))["chance"]
@@ -209,7 +210,8 @@ def _summary(cfg: DemoConfig, settings: DemoSettings, world: WorldPaths, teacher
     return {"config": asdict(cfg), "settings": as_dict(settings), "machine": _machine(),
             "world": {"root": str(world.root), "n_train": world.n_train, "groups": groups,
                       "n_eval_per_class": world_args(world.root).get("n_eval_per_class"),
-                      "image_size": world.image_size, "seed": world.seed},
+                      "image_size": world.image_size, "seed": world.seed,
+                      "collage_share": world_args(world.root).get("collage_share", 0.0)},
             "teacher": {**teacher, **teacher_log(teacher)}, "students": students, "chance": chance,
             "zeroshot": zs, "eval": results,
             "retention": {"student": {g: retention(student_g.get(g), teacher_g.get(g), c)

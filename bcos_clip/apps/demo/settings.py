@@ -45,6 +45,7 @@ class WorldSettings:
     n_train: Optional[int]
     n_eval_per_class: Optional[int]
     image_size: int
+    collage_share: float
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,8 @@ def build_settings(files: Sequence[Mapping[str, Any]], quick: bool, arch: str, w
     distill = MappingProxyType({str(k).replace("-", "_"): v for k, v in merged["distill"].items()})
     settings = DemoSettings(distill=distill, **{name: _section(name, merged[name], where)
                                                 for name in SECTION_CLASSES})
+    if not 0.0 <= settings.world.collage_share <= 1.0:
+        raise ValueError(f"{where}: world.collage_share: must be between 0 and 1, got {settings.world.collage_share}")
     try:  # the distill options as TrainConfig checks them (types, ranges, choices)
         settings.train_config(model="teacher", train_data="world", output="student")
     except (TypeError, ValueError) as exc:

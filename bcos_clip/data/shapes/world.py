@@ -4,7 +4,8 @@ Training captions name colour and shape, and the count and position of objects, 
 structured evaluation tasks ask for them (a CLIP never trained on counts stays at chance on counting):
 ``"a green star in the top right"``, ``"two red circles on the left"``,
 ``"three objects: two blue squares and a yellow star"``. About half the training scenes hold one object
-and half hold 2-4; about one in eight is drawn as an outline sketch.
+and half hold 2-4; about one in eight is drawn as an outline sketch. Optionally a share of them are 2 x 2
+collages of small one-object scenes (``collage.py``).
 
 The evaluation tasks mirror CLIP_benchmark's three groups (``DEMO_TASKS``): ``shapes_natural``
 (one filled object, class = colour + shape, 16 classes), ``shapes_sketch`` (the same 16 classes as
@@ -21,10 +22,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from bcos_clip.data.shapes.collage import Collage, caption_collage, render_collage, sample_collage
 from bcos_clip.data.shapes.scene import (
     COLORS,
     COUNT_WORDS,
@@ -247,16 +249,30 @@ def sample_task_scene(name: str, seed: int, split: str, index: int, size: int = 
     return spec.sample(rng, size, k), k
 
 
-def train_sample(seed: int, index: int, size: int = 64, stream: str = "train") -> Tuple[Scene, str]:
-    """Training sample ``index``: (scene, caption); a pure function of its arguments."""
+def train_sample(seed: int, index: int, size: int = 64, stream: str = "train",
+                 collage_share: float = 0.0) -> Tuple[Union[Scene, Collage], str]:
+    """Training sample ``index``: (scene or collage, caption); a pure function of its arguments.
+
+    ``collage_share``: the chance that the sample is a 2 x 2 collage (``collage.py``); drawn from a stream
+    of its own, so every other sample is the scene it is with a share of 0."""
+    if collage_share > 0:
+        rng = sample_rng(seed, f"{stream}/collage", index)
+        if rng.random() < collage_share:
+            collage = sample_collage(rng, size, outline=bool(rng.random() < P_OUTLINE))
+            return collage, caption_collage(collage, rng)
     rng = sample_rng(seed, stream, index)
     scene = sample_train_scene(rng, size)
     return scene, caption_scene(scene, rng)
+
+
+def render_sample(sample: Union[Scene, Collage]):
+    """A training sample (scene or collage) as an RGB PIL image."""
+    return render_collage(sample) if isinstance(sample, Collage) else render_scene(sample)
 
 
 __all__ = [
     "COLORS", "SHAPES", "QUADRANTS", "COUNT_WORDS", "NATURAL_CLASSES", "DEMO_TASKS", "RETRIEVAL_TASK",
     "TASK_BUILDERS", "TaskSpec", "Scene", "ShapeObject", "sample_rng", "render_scene",
     "sample_train_scene", "caption_scene", "position_phrase", "task_classnames", "task_templates",
-    "sample_task_scene", "train_sample",
+    "sample_task_scene", "train_sample", "render_sample", "Collage",
 ]

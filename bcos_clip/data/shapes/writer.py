@@ -36,8 +36,8 @@ from typing import Callable, List, Optional, Tuple, Union
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from bcos_clip.data.shapes.world import DEMO_TASKS, RETRIEVAL_TASK, caption_scene, render_scene, sample_rng, \
-    sample_task_scene, task_classnames, task_templates, train_sample
+from bcos_clip.data.shapes.world import DEMO_TASKS, RETRIEVAL_TASK, caption_scene, render_sample, render_scene, \
+    sample_rng, sample_task_scene, task_classnames, task_templates, train_sample
 from bcos_clip.runtime.runfiles import WORLD_MARKER, read_world_marker
 
 logger = logging.getLogger(__name__)
@@ -100,14 +100,15 @@ def _tar_writer(path: Path) -> wds.TarWriter:
 # --------------------------------------------------------------------------- jobs (run in workers)
 
 
-def _write_train_shard(root: str, shard: int, start: int, stop: int, seed: int, size: int) -> int:
+def _write_train_shard(root: str, shard: int, start: int, stop: int, seed: int, size: int,
+                       collage_share: float = 0.0) -> int:
     """img2dataset-style shard ``shard`` with samples ``start..stop-1`` (+ stats, + parquet)."""
     t0 = time.time()
     rows = []
     with _tar_writer(Path(root) / f"{shard:05d}.tar") as sink:
         for index in range(start, stop):
-            scene, caption = train_sample(seed, index, size)
-            jpg = _encode(render_scene(scene), "jpg")
+            scene, caption = train_sample(seed, index, size, collage_share=collage_share)
+            jpg = _encode(render_sample(scene), "jpg")
             key = f"{index:09d}"
             meta = {"url": f"shapes://seed{seed}/{key}", "caption": caption, "key": key,
                     "status": "success", "error_message": None, "width": size, "height": size,
@@ -175,7 +176,8 @@ def _plan(root: Path, args: dict) -> List[Job]:
     train = root / "train"
     train.mkdir(parents=True)
     for shard, a, b in _ranges(args["n_train"], args["samples_per_shard"]):
-        jobs.append((_write_train_shard, (str(train), shard, a, b, seed, size), b - a))
+        jobs.append((_write_train_shard, (str(train), shard, a, b, seed, size, args.get("collage_share", 0.0)),
+                     b - a))
     for task in DEMO_TASKS:
         tdir = root / "wds" / task
         tdir.mkdir(parents=True)
@@ -242,13 +244,15 @@ def _clear(root: Path) -> None:
 def build_world(out_dir: Union[str, os.PathLike], *, n_train: Optional[int] = None,
                 n_eval_per_class: Optional[int] = None, image_size: int = 64, seed: int = 0,
                 quick: bool = False, samples_per_shard: int = 1000, eval_shard_size: int = 1000,
-                n_retrieval: Optional[int] = None, workers: Optional[int] = None) -> WorldPaths:
+                n_retrieval: Optional[int] = None, workers: Optional[int] = None,
+                collage_share: float = 0.0) -> WorldPaths:
     """Generate (or reuse) the shapes world under ``out_dir``.
 
     Defaults: 20,000 training images and 100 images per class per split and task (``quick``: 3,000
     and 20). A second call with the same arguments reuses what is on disk (``world.json`` holds the
     arguments and the generator version); any difference rebuilds. ``workers`` processes (default:
-    the CPU count) write shards in parallel; the bytes written do not depend on it.
+    the CPU count) write shards in parallel; the bytes written do not depend on it. ``collage_share``:
+    the chance that a training sample is a 2 x 2 collage (``collage.py``; 0: none, the world of before).
     """
     defaults = DEFAULTS[bool(quick)]
     args = dict(version=WORLD_VERSION, seed=int(seed), image_size=int(image_size),
@@ -257,6 +261,10 @@ def build_world(out_dir: Union[str, os.PathLike], *, n_train: Optional[int] = No
                                      else n_eval_per_class),
                 samples_per_shard=int(samples_per_shard), eval_shard_size=int(eval_shard_size))
     args["n_retrieval"] = int(4 * args["n_eval_per_class"] if n_retrieval is None else n_retrieval)
+    if not 0.0 <= float(collage_share) <= 1.0:
+        raise ValueError(f"build_world: collage_share must be in [0, 1], got {collage_share}")
+    if collage_share:  # only then in the arguments: a world without collages keeps its marker (and cache)
+        args["collage_share"] = float(collage_share)
     for key in ("n_train", "n_eval_per_class", "samples_per_shard", "eval_shard_size", "n_retrieval"):
         if args[key] < 1:
             raise ValueError(f"build_world: {key} must be >= 1, got {args[key]}")
