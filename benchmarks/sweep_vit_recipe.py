@@ -13,7 +13,9 @@ completeness check, and the CPU seconds of the student's stages (distil + evalua
     python benchmarks/sweep_vit_recipe.py --out /tmp/recipe --table   # the markdown table of recipe.jsonl
 
 Rows are ``ROWS`` below (name -> overrides of the ``distill`` / ``teacher`` sections); run under ``nice``
-with ``--threads 1`` beside other work: CPU seconds change little with load, wall time does.
+with ``--threads 1`` beside other work: CPU seconds change little with load, wall time does. Two sweeps
+with ``--threads 2`` each on the 2-core machine spent nearly all their time in the kernel (top: 100 % sy;
+4.5 s per distillation step instead of ~0.5, 2026-12-01): give each of several runs one thread.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from bcos_clip.models.loading import deep_merge
 # name -> (what it changes, overrides merged into `arch: vit`)
 ROWS: Dict[str, tuple] = {
     "default": ("the shipped settings", {}),
+    "shipped": ("the shipped settings, student rerun in its own folder (e.g. with another thread count)", {}),
     "qk_linear": ("q/k plain linears", {"distill": {"bcos_qk": "linear"}}),
     "ln_uncentered": ("LayerNorm uncentered (RMS)", {"distill": {"bcos_layernorm": "uncentered"}}),
     "bias_kept": ("biases kept (LayerNorm, linear, attention)", {"distill": {"bcos_bias": True}}),
