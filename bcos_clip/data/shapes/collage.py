@@ -3,8 +3,9 @@
 The grid pointing game (METHOD.md §5) shows a model 2 x 2 grids of its test images, each shrunk to a
 quarter of the input, and asks where each cell's class is; it presumes the model recognises a class in
 a cell, as CLIP does (its web data holds collages and small objects). A tiny teacher that only ever saw
-whole-image scenes does not: on such grids the demo's ViT teacher and students have a negative cosine
-with the prompt of every cell, so the game scores maps of a signal the model does not hold. With a
+whole-image scenes does not: on such grids the demo's ViT teacher and students have a negative mean cosine
+with the prompt of each cell (positive in about a quarter of the cells), so the game scores maps of a signal
+the model does not hold. With a
 ``collage_share`` of the training stream drawn as collages (``build_world(collage_share=...)``), teacher
 and student learn from them like from any other training image (the student through the teacher's
 embeddings); evaluation tasks are unchanged.
