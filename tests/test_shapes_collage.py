@@ -7,9 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from bcos_clip.data.shapes.collage import GRID, Collage, caption_collage, render_collage, sample_collage
+from bcos_clip.data.shapes.collage import GRID, Collage, render_collage
 from bcos_clip.data.shapes.scene import COLORS, QUADRANTS, sample_rng
-from bcos_clip.data.shapes.world import render_sample, train_sample
+from bcos_clip.data.shapes.world import caption_collage, render_sample, sample_collage, train_sample
 from bcos_clip.data.shapes.writer import build_world
 
 SMALL = dict(n_train=60, n_eval_per_class=2, samples_per_shard=30, eval_shard_size=20, n_retrieval=4)

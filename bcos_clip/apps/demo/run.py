@@ -207,11 +207,12 @@ def _summary(cfg: DemoConfig, settings: DemoSettings, world: WorldPaths, teacher
     g_chance = group_chance(chance, groups)
     zs = _zeroshot_table(results)
     teacher_g, student_g = group_means(results["teacher"], ZERO_SHOT), group_means(results["student"], ZERO_SHOT)
+    built = world_args(world.root)  # the arguments the world was built with (its marker)
     return {"config": asdict(cfg), "settings": as_dict(settings), "machine": _machine(),
             "world": {"root": str(world.root), "n_train": world.n_train, "groups": groups,
-                      "n_eval_per_class": world_args(world.root).get("n_eval_per_class"),
+                      "n_eval_per_class": built.get("n_eval_per_class"),
                       "image_size": world.image_size, "seed": world.seed,
-                      "collage_share": world_args(world.root).get("collage_share", 0.0)},
+                      "collage_share": built.get("collage_share", 0.0)},
             "teacher": {**teacher, **teacher_log(teacher)}, "students": students, "chance": chance,
             "zeroshot": zs, "eval": results,
             "retention": {"student": {g: retention(student_g.get(g), teacher_g.get(g), c)

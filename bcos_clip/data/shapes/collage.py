@@ -11,23 +11,21 @@ and student learn from them like from any other training image (the student thro
 embeddings); evaluation tasks are unchanged.
 
 Each cell is a one-object scene drawn at the full image size and shrunk to half (the pointing game
-shrinks its grids the same way). Captions list the cells in reading order, sometimes with their
+shrinks its grids the same way). Sampling and captions are in ``world.py`` (``sample_collage``,
+``caption_collage``), beside the scenes': captions list the cells in reading order, sometimes with their
 quadrant: ``"a collage of a red circle, a blue square, a green star and a yellow triangle"``,
 ``"a red circle in the top left, a blue square in the top right, ..."``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Tuple
 
-import numpy as np
 from PIL import Image
 
-from bcos_clip.data.shapes.scene import QUADRANTS, Scene, place_single, random_label, render_scene, \
-    sample_background
+from bcos_clip.data.shapes.scene import Scene, render_scene
 
 GRID = 2
-P_CENTER = 0.15  # share of cells whose object sits in the cell's centre (as the one-object scenes)
 
 
 @dataclass(frozen=True)
@@ -49,38 +47,15 @@ class Collage:
                                    (i // GRID + 1) * step], **c.metadata()} for i, c in enumerate(self.cells)]}
 
 
-def sample_collage(rng: np.random.Generator, size: int, outline: bool = False) -> Collage:
-    """GRID * GRID one-object scenes (random class, quadrant or centre, own background)."""
-    cells = []
-    for _ in range(GRID * GRID):
-        where = "center" if rng.random() < P_CENTER else QUADRANTS[int(rng.integers(len(QUADRANTS)))]
-        obj = place_single(rng, size, random_label(rng), where, outline=outline)
-        cells.append(Scene(size=size, background=sample_background(rng), objects=(obj,)))
-    return Collage(size=size, cells=tuple(cells))
-
-
 def render_collage(collage: Collage) -> Image.Image:
     """The collage as an RGB image of ``collage.size`` pixels: each cell rendered, then shrunk
     (antialiased, as the pointing game's bilinear resize with antialias)."""
     step = collage.size // GRID
     out = Image.new("RGB", (collage.size, collage.size))
     for i, cell in enumerate(collage.cells):
-        small = render_scene(cell).resize((step, step), Image.BILINEAR, reducing_gap=None)
+        small = render_scene(cell).resize((step, step), Image.BILINEAR)
         out.paste(small, ((i % GRID) * step, (i // GRID) * step))
     return out
 
 
-def _join(parts: Sequence[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def caption_collage(collage: Collage, rng: np.random.Generator) -> str:
-    """Every cell's object in reading order; with probability 1/3 each with its quadrant."""
-    names = [f"a {c.objects[0].label}{' sketch' if c.objects[0].outline else ''}" for c in collage.cells]
-    form = int(rng.integers(3))
-    if form == 0:
-        return _join([f"{n} in the {q}" for n, q in zip(names, QUADRANTS)])
-    return ("a collage of " if form == 1 else "") + _join(names)
-
-
-__all__ = ["Collage", "GRID", "sample_collage", "render_collage", "caption_collage"]
+__all__ = ["Collage", "GRID", "render_collage"]

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from bcos_clip.data.shapes.collage import Collage, caption_collage, render_collage, sample_collage
+from bcos_clip.data.shapes.collage import GRID, Collage, render_collage
 from bcos_clip.data.shapes.scene import (
     COLORS,
     COUNT_WORDS,
@@ -155,6 +155,15 @@ def _multi_caption(scene: Scene, rng: np.random.Generator) -> str:
     return form.format(n=n_word, listed=listed, lead=lead)
 
 
+def caption_collage(collage: Collage, rng: np.random.Generator) -> str:
+    """Every cell's object in reading order; with probability 1/3 each with its quadrant."""
+    names = [f"a {c.objects[0].label}{' sketch' if c.objects[0].outline else ''}" for c in collage.cells]
+    form = int(rng.integers(3))
+    if form == 0:
+        return _join([f"{n} in the {q}" for n, q in zip(names, QUADRANTS)])
+    return ("a collage of " if form == 1 else "") + _join(names)
+
+
 def caption_scene(scene: Scene, rng: np.random.Generator) -> str:
     """A caption naming colours, shapes, the count and (where clear) the positions of the objects."""
     if len(scene.objects) == 1:
@@ -249,6 +258,16 @@ def sample_task_scene(name: str, seed: int, split: str, index: int, size: int = 
     return spec.sample(rng, size, k), k
 
 
+def sample_collage(rng: np.random.Generator, size: int, outline: bool = False) -> Collage:
+    """GRID * GRID one-object scenes (random class, quadrant or centre as ``_where``, own background)."""
+    cells = []
+    for _ in range(GRID * GRID):  # draw order: place, label, object, background
+        where = _where(rng)
+        obj = place_single(rng, size, random_label(rng), where, outline=outline)
+        cells.append(Scene(size, sample_background(rng), (obj,)))
+    return Collage(size=size, cells=tuple(cells))
+
+
 def train_sample(seed: int, index: int, size: int = 64, stream: str = "train",
                  collage_share: float = 0.0) -> Tuple[Union[Scene, Collage], str]:
     """Training sample ``index``: (scene or collage, caption); a pure function of its arguments.
@@ -274,5 +293,5 @@ __all__ = [
     "COLORS", "SHAPES", "QUADRANTS", "COUNT_WORDS", "NATURAL_CLASSES", "DEMO_TASKS", "RETRIEVAL_TASK",
     "TASK_BUILDERS", "TaskSpec", "Scene", "ShapeObject", "sample_rng", "render_scene",
     "sample_train_scene", "caption_scene", "position_phrase", "task_classnames", "task_templates",
-    "sample_task_scene", "train_sample", "render_sample", "Collage",
+    "sample_task_scene", "train_sample", "render_sample", "Collage", "sample_collage", "caption_collage",
 ]
